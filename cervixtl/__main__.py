@@ -1,0 +1,7 @@
+"""``python -m cervixtl`` = the ``cervixtl`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

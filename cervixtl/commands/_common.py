@@ -1,0 +1,40 @@
+"""Argument parsing helpers shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import BadInput
+
+
+def parse_int_list(text: str | None, what: str = "labels") -> list[int] | None:
+    """``"1,2,3"`` -> ``[1, 2, 3]``; None stays None."""
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise BadInput(f"--{what} must be comma-separated integers, got {text!r}") from None
+
+
+def parse_margin_mm(text: str) -> float | tuple[float, float, float, float, float, float]:
+    """``"10"`` -> 10.0 (isotropic); ``"5,5,10,10,7,7"`` -> (R, L, A, P, S, I) in mm.
+
+    Range checks are done by :mod:`cervixtl.margins`.
+    """
+    parts = [t.strip() for t in str(text).split(",")]
+    try:
+        vals = [float(t) for t in parts]
+    except ValueError:
+        raise BadInput(f"margin must be a number of mm or six numbers R,L,A,P,S,I, got {text!r}") from None
+    if len(vals) == 1:
+        return vals[0]
+    if len(vals) == 6:
+        return tuple(vals)  # type: ignore[return-value]
+    raise BadInput(f"margin needs 1 value or 6 values (R,L,A,P,S,I) in mm, got {len(vals)}: {text!r}")
+
+
+def add_progress_arg(p: argparse.ArgumentParser) -> None:
+    """``--progress none|text|json``."""
+    p.add_argument("--progress", choices=["none", "text", "json"], default="none",
+                   help="progress on stderr: none, text, or JSON lines (stage, fraction, message) for a GUI")
