@@ -58,11 +58,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         BadInput: the destination folder is not writable, or the disk is full.
     """
     dest = check_writable_dir(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part" + _suffixes(dest), dir=dest.parent)
-    os.close(fd)
+    if dest.is_dir():
+        raise BadInput(f"cannot write {dest}: it is a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part" + _suffixes(dest), dir=dest.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise BadInput(f"cannot write {dest}: {exc.strerror or exc}") from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600 files: give the output the usual permissions (0666 minus the umask).
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, dest)
     except OSError as exc:
         _remove_quietly(tmp_path)
@@ -83,9 +90,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     dest = check_writable_dir(path)
     if dest.exists():
         raise CervixTLError(f"{dest} already exists")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+    except OSError as exc:
+        raise BadInput(f"cannot write {dest}: {exc.strerror or exc}") from None
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         os.replace(tmp, dest)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -121,6 +132,12 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _remove_quietly(p: Path) -> None:

@@ -96,3 +96,18 @@ def test_segmentation_rejects_wrong_shape_and_geometry(tmp_path):
     other = Image(np.zeros(g.array.shape), (1.0, 1.0, 1.0))
     with pytest.raises(GeometryMismatch, match="spacing"):
         read_segmentation(tmp_path / "s.seg.nrrd", reference=other)
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_writing_onto_a_folder_is_bad_input(tmp_path):
+    (tmp_path / "d.json").mkdir()
+    with pytest.raises(BadInput, match="folder"):
+        write_json_atomic(tmp_path / "d.json", {})
