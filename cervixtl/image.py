@@ -145,11 +145,13 @@ class Image:
         direction."""
         return not geometry_differences(self, other, tol)
 
-    def require_same_geometry(self, other: "Image", what: str = "mask", tol: float = 1e-3) -> None:
-        """Raise :class:`GeometryMismatch` naming every difference between this grid and ``other``'s."""
+    def require_same_geometry(self, other: "Image", what: str = "mask", tol: float = 1e-3,
+                              against: str = "the CT grid") -> None:
+        """Raise :class:`GeometryMismatch` naming every difference between this grid and ``other``'s
+        (``against`` names this grid in the message)."""
         diffs = geometry_differences(self, other, tol)
         if diffs:
-            raise GeometryMismatch(f"{what} does not match the CT grid: " + "; ".join(diffs))
+            raise GeometryMismatch(f"{what} does not match {against}: " + "; ".join(diffs))
 
     def copy_geometry(self) -> dict[str, Any]:
         """Geometry as a JSON-friendly dict (size, spacing, origin, direction; (x, y, z) order, LPS mm)."""
