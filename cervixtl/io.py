@@ -300,7 +300,7 @@ def read_segmentation(path: str | os.PathLike, reference: Image | None = None,
         seg = _read_seg_nrrd(p)
     else:
         lab = read_image(p)
-        side = _read_sidecar(p)
+        side = read_label_sidecar(p)
         label_names = dict(names or side.get("names", {}))
         colors = side.get("colors", {})
         seg = Segmentation.from_labelmap(lab, label_names, colors)
@@ -309,7 +309,10 @@ def read_segmentation(path: str | os.PathLike, reference: Image | None = None,
     return seg
 
 
-def _read_sidecar(p: Path) -> dict[str, Any]:
+def read_label_sidecar(p: str | os.PathLike) -> dict[str, Any]:
+    """Label names and colours from the JSON sidecar of a label-map file ({} when there is none):
+    ``{"names": {value: name}, "colors": {value: (r, g, b)}}``."""
+    p = Path(p)
     sc = sidecar_path(p)
     if not sc.exists():
         return {}

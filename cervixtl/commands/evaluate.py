@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _label_map(path: str) -> tuple[Any, np.ndarray, dict[int, str]]:
     """(grid image, integer array, label -> name from the sidecar) of a multi-label map."""
     from ..errors import BadInput
-    from ..io import _read_sidecar  # the sidecar format belongs to cervixtl.io
+    from ..io import read_label_sidecar
     from ..io import read_image
 
     img = read_image(path)
@@ -50,7 +50,7 @@ def _label_map(path: str) -> tuple[Any, np.ndarray, dict[int, str]]:
     values = np.unique(arr)
     if np.count_nonzero(values) > 1000:
         raise BadInput(f"{path}: {np.count_nonzero(values)} distinct values, not a label map (an intensity image?)")
-    names = dict(_read_sidecar(Path(path)).get("names", {}))
+    names = dict(read_label_sidecar(Path(path)).get("names", {}))
     return img, arr, names
 
 

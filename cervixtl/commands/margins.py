@@ -95,9 +95,9 @@ def load_mask(path: str, label: int | None) -> tuple[Image, str, tuple[float, fl
 
 def _sidecar_name(path: Path, value: int) -> tuple[str, tuple[float, float, float] | None]:
     """Name and colour of label ``value`` from a label map's sidecar JSON (``Label_<value>`` without one)."""
-    from ..io import _read_sidecar  # the sidecar format belongs to cervixtl.io
+    from ..io import read_label_sidecar
 
-    side = _read_sidecar(path)
+    side = read_label_sidecar(path)
     return side.get("names", {}).get(value, f"Label_{value}"), side.get("colors", {}).get(value)
 
 
