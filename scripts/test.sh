@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-venv.sh --test
+# dciodvfy (Debian dicom3tools) validates the DICOM files we write; best effort, its tests skip without it.
+if ! command -v dciodvfy >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq dicom3tools) >/dev/null 2>&1 || echo "note: dicom3tools not installed; DICOM validation tests will skip" >&2
+fi
 export QT_QPA_PLATFORM=offscreen
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 set +e
