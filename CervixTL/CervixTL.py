@@ -1,0 +1,686 @@
+"""CervixTL: one-click GTV / CTV / PTV proposal on a planning CT, live margins, editing and export.
+
+The module is a thin Slicer layer over the ``cervixtl`` engine:
+
+* **Propose contours** writes the CT to a temporary NRRD and runs ``cervixtl contour`` in a separate process
+  (Slicer's Python launcher); a timer polls its JSON progress lines, so the GUI stays responsive, and
+  **Cancel** stops it without writing anything. The result is one segmentation node (GTV, CTV, PTV, organs;
+  names, colours and terminology from the engine) on the CT's geometry, under the CT's study.
+* **Margins**: CTV from GTV and PTV from CTV, isotropic or R/L/A/P/S/I mm, previewed live with the engine's
+  margin code on the segments' labelmaps; Apply / Revert; PTV overlap with rectum / bladder in mL.
+* **Edit** opens the Segment Editor on the result with the CT as source volume; **Export** writes DICOM
+  RTSTRUCT (SlicerRT when installed, else the engine), ``.seg.nrrd`` or NIfTI; **Save case for training**
+  stores the CT, the model's original proposal and the edited contours in the anonymised case library.
+
+All scene <-> engine conversion lives in the Qt-free :mod:`CervixTLLib` (tested without Slicer against the real
+MRML libraries of ``slicer-core``).
+"""
+
+import logging
+import os
+from typing import Annotated, Optional
+
+import qt
+
+import slicer
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+from CervixTLLib import deps, nodes
+from CervixTLLib.engine import EngineError, EngineProcess
+from CervixTLLib.geometry import parse_margin_text
+from CervixTLLib.logic import ContourLogic
+from CervixTLLib.margins_preview import MarginPreview
+
+#: Milliseconds between two polls of the engine process.
+POLL_INTERVAL_MS = 200
+#: Milliseconds of slider stillness before the margin preview is recomputed.
+PREVIEW_DELAY_MS = 60
+#: Export formats offered (label -> file suffix; "" = DICOM folder).
+EXPORT_FORMATS = {"DICOM RTSTRUCT": "", "Slicer segmentation (.seg.nrrd)": ".seg.nrrd",
+                  "NIfTI label map (.nii.gz)": ".nii.gz"}
+
+
+#
+# CervixTL
+#
+class CervixTL(ScriptedLoadableModule):
+    """Module description shown in Slicer."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("CervixTL")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Radiotherapy")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["CervixTL developers"]
+        self.parent.helpText = _(
+            "Propose GTV, CTV, PTV and pelvic organs at risk on a planning CT with the active CervixTL model, "
+            "adjust CTV/PTV margins with live preview, edit in the Segment Editor, export (RTSTRUCT, .seg.nrrd, "
+            "NIfTI) and save the corrected case for fine-tuning. Every proposal must be reviewed by a qualified "
+            "clinician; not for clinical use without local validation.")
+        self.parent.acknowledgementText = _(
+            "Built on MONAI, PyTorch, SimpleITK and slicerio. Margins follow the cervical-cancer contouring "
+            "consensus practice of growing GTV to CTV and CTV to PTV in the patient frame.")
+
+
+#
+# Parameter node
+#
+@parameterNodeWrapper
+class CervixTLParameterNode:
+    """The module's state, saved with the scene.
+
+    inputVolume: planning CT (HU). outputSegmentation: result node (None = create one).
+    model: "NAME[@VERSION]" ("" = the active default model). device: auto / cpu / cuda. fast: CPU-friendly.
+    ctvFromGtv: replace the model's CTV by GTV + ctvMarginMm. ptvAnisotropic: use ptvR..ptvI instead of
+    ptvMarginMm (mm, patient directions). livePreview: recompute while sliders move. site: case-library site.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    model: str = ""
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    fast: bool = True
+    ctvFromGtv: bool = False
+    ctvMarginMm: Annotated[float, WithinRange(0, 50)] = 5.0
+    ptvAnisotropic: bool = False
+    ptvMarginMm: Annotated[float, WithinRange(0, 50)] = 7.0
+    ptvR: Annotated[float, WithinRange(0, 50)] = 7.0
+    ptvL: Annotated[float, WithinRange(0, 50)] = 7.0
+    ptvA: Annotated[float, WithinRange(0, 50)] = 7.0
+    ptvP: Annotated[float, WithinRange(0, 50)] = 7.0
+    ptvS: Annotated[float, WithinRange(0, 50)] = 7.0
+    ptvI: Annotated[float, WithinRange(0, 50)] = 7.0
+    livePreview: bool = True
+    site: str = ""
+
+
+#
+# Widget
+#
+class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._task = None
+        self._taskDone = None
+        self._preview = None
+        self._devicesShown = False
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/CervixTL.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = CervixTLLogic()
+
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_INTERVAL_MS)
+        self._pollTimer.timeout.connect(self.onPoll)
+        self._previewTimer = qt.QTimer()
+        self._previewTimer.setSingleShot(True)
+        self._previewTimer.setInterval(PREVIEW_DELAY_MS)
+        self._previewTimer.timeout.connect(self.updateMarginPreview)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.deviceSelector.clear()
+        for device in ("auto", "cpu", "cuda"):
+            self.ui.deviceSelector.addItem(device)
+        self.ui.exportFormatSelector.clear()
+        for label in EXPORT_FORMATS:
+            self.ui.exportFormatSelector.addItem(label)
+
+        self.ui.proposeButton.connect("clicked(bool)", self.onProposeButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
+        self.ui.downloadModelButton.connect("clicked(bool)", self.onDownloadModel)
+        self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.deviceSelector.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        for slider in self._marginSliders():
+            slider.connect("valueChanged(double)", self.onMarginChanged)
+        self.ui.ctvFromGtvCheckBox.connect("toggled(bool)", self.onMarginChanged)
+        self.ui.ptvAnisotropicCheckBox.connect("toggled(bool)", self.onAnisotropicToggled)
+        self.ui.applyMarginsButton.connect("clicked(bool)", self.onApplyMargins)
+        self.ui.revertMarginsButton.connect("clicked(bool)", self.onRevertMargins)
+        self.ui.editButton.connect("clicked(bool)", self.onEditButton)
+        self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+        self.ui.saveCaseButton.connect("clicked(bool)", self.onSaveCaseButton)
+
+        self.ui.cancelButton.enabled = False
+        self.ui.progressBar.setValue(0)
+        self.ui.overlapWarningLabel.setText("")
+        self.fillCatalogue()
+        self.initializeParameterNode()
+
+    def _marginSliders(self) -> list:
+        return [self.ui.ctvMarginSlider, self.ui.ptvMarginSlider, self.ui.ptvRSlider, self.ui.ptvLSlider,
+                self.ui.ptvASlider, self.ui.ptvPSlider, self.ui.ptvSSlider, self.ui.ptvISlider]
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        if self._job is not None:
+            self._job.cancel()
+        if self._task is not None:
+            self._task.cancel()
+        self._pollTimer.stop()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+        if not self._devicesShown:
+            self._devicesShown = True
+            self.showDevices()
+            self.refreshModels()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk_modified_event(), self.updateGUIFromParameterNode)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._job is not None:  # its CT is going away: stop the engine, nothing is loaded
+            self._job.cancel()
+        self._preview = None
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, inputParameterNode: Optional[CervixTLParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk_modified_event(), self.updateGUIFromParameterNode)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk_modified_event(), self.updateGUIFromParameterNode)
+            self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        if p is None:
+            return
+        busy = self._job is not None
+        self.ui.proposeButton.enabled = bool(p.inputVolume) and not busy
+        self.ui.proposeButton.toolTip = (_("Propose GTV, CTV, PTV and organs on the selected CT") if p.inputVolume
+                                         else _("Select a CT volume first"))
+        haveResult = bool(p.outputSegmentation) and bool(p.inputVolume) and not busy
+        for w in (self.ui.editButton, self.ui.exportButton, self.ui.saveCaseButton, self.ui.applyMarginsButton,
+                  self.ui.revertMarginsButton):
+            w.enabled = haveResult
+        self.ui.anisotropicFrame.visible = p.ptvAnisotropic
+        self.ui.ptvMarginSlider.enabled = not p.ptvAnisotropic
+        self.ui.ctvMarginSlider.enabled = p.ctvFromGtv
+        idx = self.ui.deviceSelector.findText(p.device)
+        if idx >= 0 and idx != self.ui.deviceSelector.currentIndex:
+            self.ui.deviceSelector.setCurrentIndex(idx)
+
+    # ------------------------------------------------------------------ models and devices
+    def showDevices(self) -> None:
+        found = self.logic.detect_devices()
+        if found["torch"] is None:
+            text = _("PyTorch not installed yet (installed on first use)")
+        elif found["cuda"]:
+            text = _("GPU found: {names}").format(names=", ".join(found["gpus"]))
+        else:
+            text = _("No CUDA GPU found: auto uses the CPU (tick 'Fast' for CPU)")
+        self.ui.deviceInfoLabel.setText(text)
+
+    def fillCatalogue(self) -> None:
+        self.ui.catalogueSelector.clear()
+        for entry in self.logic.catalogue():
+            size = entry.get("bytes")
+            sha = entry.get("sha256") or ""
+            label = "{name} v{version}  ({size}{sha})".format(
+                name=entry.get("name", "?"), version=entry.get("version", "?"),
+                size=(f"{size / 1e6:.1f} MB" if size else _("size unknown")),
+                sha=(f", SHA-256 {sha[:12]}…" if sha else ""))
+            self.ui.catalogueSelector.addItem(label, entry.get("name", ""))
+            self.ui.catalogueSelector.setItemData(self.ui.catalogueSelector.count - 1, entry.get("description", ""),
+                                                  qt.Qt.ToolTipRole)
+
+    def refreshModels(self) -> None:
+        """List the registry's models (background engine process)."""
+        args = ["models", "list", "--json"] + (["--models-dir", self.logic.models_dir] if self.logic.models_dir else [])
+        self.runTask(args, self.onModelsListed, _("Listing models…"))
+
+    def onModelsListed(self, result) -> None:
+        import json
+
+        if not result.ok:
+            self.ui.modelInfoLabel.setText(_("Models unavailable: {error}").format(error=result.error))
+            return
+        try:
+            rows = json.loads(result.stdout)
+        except ValueError:
+            rows = []
+        rows = rows if isinstance(rows, list) else rows.get("models", [])
+        wanted = self._parameterNode.model if self._parameterNode else ""
+        self.ui.modelSelector.blockSignals(True)
+        self.ui.modelSelector.clear()
+        self.ui.modelSelector.addItem(_("active default model"), "")
+        for row in rows:
+            spec = f"{row.get('name')}@{row.get('version')}"
+            label = spec + (" *" if row.get("active") else "") + (" (bundled)" if row.get("source") == "bundled" else "")
+            self.ui.modelSelector.addItem(label, spec)
+            self.ui.modelSelector.setItemData(self.ui.modelSelector.count - 1,
+                                              f"{row.get('derivation', '')}\nSHA-256 {row.get('sha256', '')}",
+                                              qt.Qt.ToolTipRole)
+        idx = max(0, self.ui.modelSelector.findData(wanted))
+        self.ui.modelSelector.setCurrentIndex(idx)
+        self.ui.modelSelector.blockSignals(False)
+        self.ui.modelInfoLabel.setText(_("{n} model version(s) registered").format(n=len(rows)))
+
+    def onModelChanged(self, index: int) -> None:
+        if self._parameterNode:
+            self._parameterNode.model = self.ui.modelSelector.itemData(index) or ""
+
+    def onDeviceChanged(self, index: int) -> None:
+        if self._parameterNode:
+            self._parameterNode.device = self.ui.deviceSelector.itemText(index) or "auto"
+
+    def onDownloadModel(self) -> None:
+        name = self.ui.catalogueSelector.currentData
+        if not name:
+            return
+        if not slicer.util.confirmOkCancelDisplay(
+                _("Download and import the model '{name}'? Its SHA-256 checksum is verified before it is "
+                  "registered.").format(name=name)):
+            return
+        args = ["models", "import", name] + (["--models-dir", self.logic.models_dir] if self.logic.models_dir else [])
+        self.runTask(args, self.onModelImported, _("Downloading {name}…").format(name=name))
+
+    def onModelImported(self, result) -> None:
+        if not result.ok:
+            showError(_("Model import failed"), RuntimeError(result.error))
+            return
+        self.refreshModels()
+
+    # ------------------------------------------------------------------ background processes
+    def runTask(self, args, onDone, message: str) -> None:
+        """Run a short engine command in the background; ``onDone(EngineResult)`` when it ends."""
+        if self._task is not None:
+            return
+        try:
+            self._task = EngineProcess(args)
+        except EngineError as exc:
+            showError(_("Cannot start the engine"), exc)
+            return
+        self._taskDone = onDone
+        self.ui.statusLabel.setText(message)
+        self._pollTimer.start()
+
+    def onPoll(self) -> None:
+        if self._job is not None:
+            rec = self._job.poll()
+            if rec is not None:
+                self.ui.progressBar.setValue(int(round(100 * float(rec.get("fraction", 0.0)))))
+                self.ui.statusLabel.setText(f"{rec.get('stage', '')}: {rec.get('message', '')}")
+            if not self._job.running:
+                self.onContourFinished()
+        if self._task is not None:
+            self._task.poll()
+            if not self._task.running:
+                task, done = self._task, self._taskDone
+                self._task, self._taskDone = None, None
+                self.ui.statusLabel.setText("")
+                done(task.result())
+        if self._job is None and self._task is None:
+            self._pollTimer.stop()
+
+    # ------------------------------------------------------------------ first use
+    def ensureEngineDependencies(self) -> bool:
+        """Install missing engine packages after the user confirms; False when they are still missing."""
+        missing = deps.missing_modules()
+        if not missing:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(
+                _("CervixTL needs these Python packages, not yet installed in Slicer: {names}.\n\n"
+                  "Install them now? (This downloads several hundred MB and can take minutes.)").format(
+                    names=", ".join(missing)), windowTitle=_("Install CervixTL dependencies")):
+            return False
+        if "torch" in missing:
+            try:
+                import PyTorchUtils  # provided by the PyTorch extension (CUDA-matched wheels)
+
+                PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+            except ImportError:  # no PyTorch extension: the default (CPU or CUDA) wheel from PyPI
+                slicer.util.pip_install([deps.ENGINE_REQUIREMENTS["torch"]])
+        requirements = deps.pip_requirements(missing, without_torch=True)
+        if requirements:
+            slicer.util.pip_install(requirements)  # a list: one argument per requirement
+        still = deps.missing_modules()
+        if still:
+            slicer.util.errorDisplay(_("Still missing after installation: {names}").format(names=", ".join(still)))
+            return False
+        self.showDevices()
+        return True
+
+    # ------------------------------------------------------------------ propose
+    def onProposeButton(self) -> None:
+        p = self._parameterNode
+        if not p or not p.inputVolume or self._job is not None:
+            return
+        if not self.ensureEngineDependencies():
+            return
+        self.discardPreview()
+        try:
+            # the PTV margin of the model's protocol is used; the Margins panel adjusts it afterwards
+            self._job = self.logic.start_contour(p.inputVolume, model=p.model or None, device=p.device,
+                                                 fast=p.fast)
+        except Exception as exc:  # noqa: BLE001 - shown as one line, the scene is untouched
+            showError(_("Cannot start contouring"), exc)
+            return
+        self.ui.progressBar.setValue(0)
+        self.ui.statusLabel.setText(_("Starting the engine…"))
+        self.ui.cancelButton.enabled = True
+        self.updateGUIFromParameterNode()
+        self._pollTimer.start()
+
+    def onCancelButton(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self.ui.statusLabel.setText(_("Cancelling…"))
+
+    def onContourFinished(self) -> None:
+        job, self._job = self._job, None
+        self.ui.cancelButton.enabled = False
+        p = self._parameterNode
+        try:
+            with WaitCursor():
+                segNode = self.logic.finish_contour(job, p.outputSegmentation if p else None)
+        except Exception as exc:  # noqa: BLE001 - engine errors / cancel: one readable line, scene unchanged
+            if job.process.cancelled:
+                self.ui.statusLabel.setText(_("Cancelled; nothing was changed."))
+            else:
+                self.ui.statusLabel.setText(_("Contouring failed."))
+                showError(_("Contouring did not complete"), exc)
+            self.ui.progressBar.setValue(0)
+            self.updateGUIFromParameterNode()
+            return
+        if p:
+            p.outputSegmentation = segNode
+            self.showProtocolMargin(job.ptv_margin())
+        self.ui.progressBar.setValue(100)
+        self.ui.statusLabel.setText(_("Proposal ready: review every contour."))
+        slicer.util.setSliceViewerLayers(background=job.ct_node)
+        self.updateGUIFromParameterNode()
+
+    # ------------------------------------------------------------------ margins
+    def ptvMargin(self):
+        p = self._parameterNode
+        if p.ptvAnisotropic:
+            return (p.ptvR, p.ptvL, p.ptvA, p.ptvP, p.ptvS, p.ptvI)
+        return p.ptvMarginMm
+
+    def showProtocolMargin(self, margin) -> None:
+        """Set the PTV sliders to the margin the engine used (number or R,L,A,P,S,I), so that the live preview
+        starts from the proposal."""
+        p = self._parameterNode
+        if margin is None or p is None:
+            return
+        if isinstance(margin, (int, float)):
+            p.ptvAnisotropic = False
+            p.ptvMarginMm = float(margin)
+        elif len(margin) == 6:
+            p.ptvAnisotropic = True
+            p.ptvR, p.ptvL, p.ptvA, p.ptvP, p.ptvS, p.ptvI = (float(v) for v in margin)
+        self._previewTimer.stop()
+
+    def onAnisotropicToggled(self, checked: bool) -> None:
+        self.updateGUIFromParameterNode()
+        self.onMarginChanged()
+
+    def onMarginChanged(self, *args) -> None:
+        if self._parameterNode and self._parameterNode.livePreview:
+            self._previewTimer.start()
+
+    def updateMarginPreview(self) -> None:
+        p = self._parameterNode
+        if not p or not p.outputSegmentation or not p.inputVolume or self._job is not None:
+            return
+        try:
+            if (self._preview is None or self._preview.seg_node is not p.outputSegmentation
+                    or self._preview.volume is not p.inputVolume or self._preview.stale()):
+                # (re)take the snapshot: first move, other node, or the segments were edited meanwhile
+                self._preview = MarginPreview(p.outputSegmentation, p.inputVolume)
+            ctv = p.ctvMarginMm if p.ctvFromGtv else None
+            result = self._preview.update(ctv, self.ptvMargin())
+        except Exception as exc:  # engine BadInput or a missing GTV/CTV segment: show, never crash
+            self._preview = None
+            self.ui.marginInfoLabel.setText(_("Margins unavailable: {error}").format(error=str(exc).splitlines()[0]))
+            return
+        self.showMarginResult(result)
+
+    def showMarginResult(self, result) -> None:
+        self.ui.marginInfoLabel.setText(_("CTV {ctv:.1f} mL, PTV {ptv:.1f} mL (preview {ms:.0f} ms)").format(
+            ctv=result.ctv_ml, ptv=result.ptv_ml, ms=1000 * result.seconds))
+        warning = result.warning()
+        self.ui.overlapWarningLabel.setText(("⚠ " + warning) if warning else "")
+
+    def onApplyMargins(self) -> None:
+        if self._preview is None:
+            self.updateMarginPreview()
+        if self._preview is not None:
+            self.showMarginResult(self._preview.apply())
+            self._preview = None
+
+    def onRevertMargins(self) -> None:
+        if self._preview is not None:
+            self._preview.revert()
+            self._preview = None
+        self.ui.marginInfoLabel.setText(_("Margins reverted"))
+        self.ui.overlapWarningLabel.setText("")
+
+    def discardPreview(self) -> None:
+        """Keep whatever is shown (used before a new proposal replaces the segments)."""
+        self._preview = None
+
+    # ------------------------------------------------------------------ review
+    def onEditButton(self) -> None:
+        p = self._parameterNode
+        if self._preview is not None:
+            self.onApplyMargins()
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(p.outputSegmentation)
+        if hasattr(editor, "setSourceVolumeNode"):
+            editor.setSourceVolumeNode(p.inputVolume)
+        else:  # Slicer < 5.4
+            editor.setMasterVolumeNode(p.inputVolume)
+
+    def onExportButton(self) -> None:
+        p = self._parameterNode
+        label = self.ui.exportFormatSelector.currentText
+        suffix = EXPORT_FORMATS.get(label, ".seg.nrrd")
+        if suffix == "":
+            path = qt.QFileDialog.getExistingDirectory(None, _("Folder for the RTSTRUCT file"))
+        else:
+            default = os.path.join(os.path.expanduser("~"), "contours" + suffix)
+            path = qt.QFileDialog.getSaveFileName(None, _("Export segmentation"), default, f"*{suffix}")
+            if path and not path.lower().endswith(suffix):
+                path += suffix
+        if not path:
+            return
+        try:
+            with WaitCursor():
+                if suffix == "":
+                    path = self.logic.exportRtStruct(p.inputVolume, p.outputSegmentation, path)
+                else:
+                    self.logic.export_segmentation(p.outputSegmentation, p.inputVolume, path)
+        except Exception as exc:  # noqa: BLE001
+            showError(_("Export failed"), exc)
+            return
+        self.ui.statusLabel.setText(_("Exported {path}").format(path=path))
+
+    def onSaveCaseButton(self) -> None:
+        p = self._parameterNode
+        if not slicer.util.confirmOkCancelDisplay(
+                _("Save the CT, the model's proposal and the edited contours in the local case library for "
+                  "fine-tuning? Only voxels and geometry are stored: no names, dates or DICOM identifiers.")):
+            return
+        try:
+            with WaitCursor():
+                caseId = self.logic.save_case(p.inputVolume, p.outputSegmentation, site=p.site.strip() or None)
+        except Exception as exc:  # noqa: BLE001
+            showError(_("The case could not be saved"), exc)
+            return
+        self.ui.statusLabel.setText(_("Saved as {case}").format(case=caseId))
+
+
+def showError(what: str, exc: BaseException) -> None:
+    """A message box with ``what`` and the error's first line (never a stack trace)."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    logging.error("CervixTL: %s: %s", what, line)
+    slicer.util.errorDisplay(f"{what}:\n\n{line}", windowTitle="CervixTL")
+
+
+class WaitCursor:
+    """Context manager showing the busy cursor."""
+
+    def __enter__(self):
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        qt.QApplication.restoreOverrideCursor()
+
+
+def vtk_modified_event() -> int:
+    import vtk
+
+    return vtk.vtkCommand.ModifiedEvent
+
+
+#
+# Logic
+#
+class CervixTLLogic(ScriptedLoadableModuleLogic, ContourLogic):
+    """Module logic: :class:`CervixTLLib.logic.ContourLogic` (engine process, scene loading, export, cases)
+    plus the parts that need the Slicer application (DICOM database, SlicerRT)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        ContourLogic.__init__(self, models_dir=os.environ.get("CERVIXTL_MODELS_DIR") or None,
+                              cases_dir=os.environ.get("CERVIXTL_CASES_DIR") or None,
+                              proposals_dir=os.path.join(slicer.app.temporaryPath, "CervixTL", "proposals"))
+
+    def getParameterNode(self):
+        return CervixTLParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def dicomFolderOf(volumeNode) -> Optional[str]:
+        """Folder of the DICOM files the CT was loaded from, or None."""
+        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
+        if not uids or not slicer.dicomDatabase:
+            return None
+        path = slicer.dicomDatabase.fileForInstance(uids[0])
+        return os.path.dirname(path) if path else None
+
+    def exportRtStruct(self, volumeNode, segNode, folder: str) -> str:
+        """DICOM RTSTRUCT in ``folder``: SlicerRT's exporter when installed, else ``cervixtl rtstruct export``.
+
+        Raises:
+            ValueError: the CT was not loaded from DICOM (an RTSTRUCT must reference the CT's instances).
+        """
+        try:
+            import DicomRtImportExportPlugin  # SlicerRT
+        except ImportError:
+            DicomRtImportExportPlugin = None
+        if DicomRtImportExportPlugin is not None:
+            nodes.place_beside(slicer.mrmlScene, segNode, volumeNode)
+            sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+            exporter = DicomRtImportExportPlugin.DicomRtImportExportPluginClass()
+            exportables = exporter.examineForExport(sh.GetItemByDataNode(segNode))
+            if not exportables:
+                raise ValueError(_("SlicerRT cannot export this segmentation: load the CT from DICOM first"))
+            for exportable in exportables:
+                exportable.directory = folder
+            error = exporter.export(exportables)
+            if error:
+                raise ValueError(error)
+            return folder
+        dicomDir = self.dicomFolderOf(volumeNode)
+        if dicomDir is None:
+            raise ValueError(_("The CT was not loaded from DICOM: an RTSTRUCT needs the CT's DICOM series"))
+        out = os.path.join(folder, "RS_CervixTL.dcm")
+        return str(self.export_rtstruct_with_engine(dicomDir, segNode, volumeNode, out))
+
+
+#
+# Test
+#
+class CervixTLTest(ScriptedLoadableModuleTest):
+    """Self-test: a small phantom CT, the demo model, a margin, and the segments checked."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_CervixTL_propose_and_margins()
+
+    def test_CervixTL_propose_and_margins(self):
+        import numpy as np
+
+        self.delayDisplay("Starting the CervixTL self-test")
+        if deps.missing_modules():
+            self.skipTest("engine dependencies are not installed: " + ", ".join(deps.missing_modules()))
+        from cervixtl.phantom import make_phantom
+
+        from CervixTLLib.geometry import ijk_to_ras_from_grid
+
+        ct, _truth = make_phantom(1, spacing=(5.0, 5.0, 5.0), size=(160, 140, 100))
+        ijkToRas = ijk_to_ras_from_grid(ct.spacing, ct.origin, ct.direction)
+        volume = slicer.util.addVolumeFromArray(ct.array.astype(np.int16), ijkToRas, "CervixTLTestCT")
+
+        logic = CervixTLLogic()
+        segNode = logic.contour(volume, model=None, device="cpu", fast=True, timeout_s=600)
+        names = [segNode.GetSegmentation().GetSegment(s).GetName() for s in nodes.segment_ids(segNode)]
+        for required in ("GTV", "CTV", "PTV"):
+            self.assertIn(required, names)
+        self.assertEqual(segNode.GetAttribute(nodes.MODEL_ATTRIBUTE).split("@")[0], "cervixtl-demo")
+        gtv = nodes.segment_mask(segNode, nodes.find_segment_id(segNode, "GTV"), volume)
+        ctv = nodes.segment_mask(segNode, nodes.find_segment_id(segNode, "CTV"), volume)
+        ptv = nodes.segment_mask(segNode, nodes.find_segment_id(segNode, "PTV"), volume)
+        self.assertEqual(gtv.shape, ct.array.shape)
+        self.assertTrue(np.all(ctv[gtv]), "GTV must lie inside CTV")
+        self.assertTrue(np.all(ptv[ctv]), "CTV must lie inside PTV")
+
+        self.assertTrue(ctv.any(), "the demo model found no CTV on the phantom")
+
+        self.delayDisplay("Growing the PTV by 10 mm")
+        preview = MarginPreview(segNode, volume)
+        result = preview.update(None, parse_margin_text("10"))
+        grown = nodes.segment_mask(segNode, nodes.find_segment_id(segNode, "PTV"), volume)
+        self.assertTrue(np.all(grown[ctv]))
+        self.assertGreater(int(grown.sum()), int(ctv.sum()))
+        self.assertGreater(result.ptv_ml, result.ctv_ml)
+        preview.revert()
+        self.assertTrue(np.array_equal(nodes.segment_mask(segNode, nodes.find_segment_id(segNode, "PTV"), volume),
+                                       ptv))
+        logging.info("CervixTL self-test passed")
+        self.delayDisplay("CervixTL self-test passed")

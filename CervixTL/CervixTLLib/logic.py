@@ -1,0 +1,212 @@
+"""Qt-free logic of the CervixTL module: propose contours with the engine process, load the result into the
+scene, export, save a case for training, list/import models.
+
+``CervixTL.CervixTLLogic`` (the Slicer module logic) inherits this class; tests use it directly against the
+real MRML scene of ``slicer-core``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import nodes
+from .engine import EngineError, EngineProcess, contour_args, run_engine, run_engine_json
+
+
+@dataclass
+class ContourJob:
+    """A running ``cervixtl contour``: the process, its folder and the CT node it works on."""
+
+    process: EngineProcess
+    workdir: Path
+    out_path: Path
+    summary_path: Path
+    ct_node: Any
+    model: str | None = None
+    progress: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def ptv_margin(self) -> float | list[float] | None:
+        """The PTV margin (mm, isotropic or R,L,A,P,S,I) the engine used, None when the model predicted the PTV
+        itself (from the engine summary of a finished job)."""
+        ptv = self.summary.get("ptv") or {}
+        return ptv.get("margin_mm") if ptv.get("source") == "margin" else None
+
+    def poll(self) -> dict[str, Any] | None:
+        """Latest new progress record (or None); never blocks."""
+        new = self.process.poll()
+        self.progress.extend(new)
+        return new[-1] if new else None
+
+    @property
+    def running(self) -> bool:
+        """True while the engine process runs."""
+        return self.process.running
+
+    def cancel(self) -> None:
+        """Stop the engine (it writes nothing)."""
+        self.process.cancel()
+
+
+class ContourLogic:
+    """Engine-facing actions of the CervixTL module (no Qt)."""
+
+    def __init__(self, models_dir: str | os.PathLike | None = None, cases_dir: str | os.PathLike | None = None,
+                 proposals_dir: str | os.PathLike | None = None) -> None:
+        self.models_dir = str(models_dir) if models_dir else None
+        self.cases_dir = str(cases_dir) if cases_dir else None
+        self.proposals_dir = Path(proposals_dir) if proposals_dir else Path(tempfile.gettempdir()) / "cervixtl-proposals"
+
+    # ------------------------------------------------------------------ contouring
+    def start_contour(self, ct_node: Any, *, model: str | None = None, device: str = "auto", fast: bool = False,
+                      ptv_mm: float | Sequence[float] | None = None, threads: int | None = None) -> ContourJob:
+        """Write the CT to a temporary NRRD and start ``cervixtl contour`` on it (returns at once).
+
+        Raises:
+            ValueError: no usable CT node.
+            EngineError: the engine cannot be started.
+        """
+        workdir = Path(tempfile.mkdtemp(prefix="cervixtl-contour-"))
+        try:
+            ct_path = nodes.write_volume(ct_node, workdir / "ct.nrrd")
+            out = workdir / "proposal.seg.nrrd"
+            summary = workdir / "proposal_summary.json"
+            args = contour_args(ct_path, out, model=model or None, device=device, fast=fast, ptv_mm=ptv_mm,
+                                models_dir=self.models_dir, summary_path=summary, threads=threads)
+            proc = EngineProcess(args)
+        except Exception:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        return ContourJob(proc, workdir, out, summary, ct_node, model)
+
+    def finish_contour(self, job: ContourJob, output_node: Any = None, name: str | None = None) -> Any:
+        """Load the finished job's result into ``output_node`` (or a new segmentation node) under the CT's
+        study; keeps a copy of the original proposal for :meth:`save_case`.
+
+        Raises:
+            EngineError: the engine failed (its one-line message) or was cancelled; the scene is unchanged.
+        """
+        try:
+            result = job.process.result()
+            job.progress.extend(result.progress[len(job.progress):])
+            if result.cancelled:
+                raise EngineError("contouring was cancelled; nothing was changed", result.returncode)
+            if not result.ok:
+                raise EngineError(result.error, result.returncode)
+            if not job.out_path.is_file():
+                raise EngineError("the engine finished but wrote no segmentation", result.returncode)
+            node_name = name or f"{job.ct_node.GetName()} CervixTL"
+            try:
+                seg_node = nodes.load_segmentation_file(job.out_path, job.ct_node, name=node_name,
+                                                        target_node=output_node)
+            except ValueError as exc:
+                raise EngineError(str(exc)) from None
+            self.proposals_dir.mkdir(parents=True, exist_ok=True)
+            keep = Path(tempfile.mkstemp(prefix="proposal-", suffix=".seg.nrrd", dir=self.proposals_dir)[1])
+            shutil.copyfile(job.out_path, keep)
+            seg_node.SetAttribute(nodes.PROPOSAL_ATTRIBUTE, str(keep))
+            summary = job.summary = self.read_summary(job)
+            model = summary.get("model")
+            if isinstance(model, dict) and model.get("name"):
+                seg_node.SetAttribute(nodes.MODEL_ATTRIBUTE, f"{model['name']}@{model.get('version', '')}")
+            return seg_node
+        finally:
+            shutil.rmtree(job.workdir, ignore_errors=True)
+
+    @staticmethod
+    def read_summary(job: ContourJob) -> dict[str, Any]:
+        """The engine's summary JSON of a finished job ({} when absent)."""
+        try:
+            return json.loads(job.summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def contour(self, ct_node: Any, *, output_node: Any = None, timeout_s: float = 600.0, **kwargs: Any) -> Any:
+        """Blocking :meth:`start_contour` + :meth:`finish_contour` (self-test, scripts)."""
+        job = self.start_contour(ct_node, **kwargs)
+        try:
+            job.process.wait(timeout_s)
+        except EngineError:
+            shutil.rmtree(job.workdir, ignore_errors=True)
+            raise
+        return self.finish_contour(job, output_node)
+
+    # ------------------------------------------------------------------ models
+    def _models_args(self) -> list[str]:
+        return ["--models-dir", self.models_dir] if self.models_dir else []
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Registered models (``cervixtl models list --json``)."""
+        rows = run_engine_json(["models", "list", "--json", *self._models_args()], timeout_s=120)
+        return rows if isinstance(rows, list) else rows.get("models", [])
+
+    def import_model(self, source: str, sha256: str | None = None) -> str:
+        """``cervixtl models import SOURCE [--sha256 HEX]`` (a catalogue name, folder, archive or URL); returns
+        the engine's output line."""
+        args = ["models", "import", source, *self._models_args()]
+        if sha256:
+            args += ["--sha256", sha256]
+        return run_engine(args, timeout_s=1800).strip()
+
+    @staticmethod
+    def catalogue() -> list[dict[str, Any]]:
+        """Downloadable models from the extension's ``Resources/Models.json`` ([] when unavailable)."""
+        try:
+            from cervixtl.models.download import read_catalogue
+
+            return list(read_catalogue())
+        except Exception:  # noqa: BLE001 - the catalogue is optional
+            return []
+
+    @staticmethod
+    def detect_devices() -> dict[str, Any]:
+        """{"cuda": bool, "gpus": [names], "torch": version or None} for the device selector."""
+        try:
+            import torch
+        except Exception:  # noqa: BLE001 - torch may be missing before first-use install
+            return {"cuda": False, "gpus": [], "torch": None}
+        cuda = bool(torch.cuda.is_available())
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+        return {"cuda": cuda, "gpus": gpus, "torch": torch.__version__}
+
+    # ------------------------------------------------------------------ export / cases
+    @staticmethod
+    def export_segmentation(seg_node: Any, ct_node: Any, path: str | os.PathLike) -> Path:
+        """Write ``.seg.nrrd`` or NIfTI/NRRD label map (+ sidecar) on the CT grid, atomically."""
+        return nodes.write_segmentation_node(seg_node, ct_node, path)
+
+    def export_rtstruct_with_engine(self, ct_dicom_dir: str | os.PathLike, seg_node: Any, ct_node: Any,
+                                    out_path: str | os.PathLike, label: str = "CervixTL") -> Path:
+        """DICOM RTSTRUCT through ``cervixtl rtstruct export`` (used when SlicerRT is not installed)."""
+        with tempfile.TemporaryDirectory(prefix="cervixtl-export-") as tmp:
+            seg_file = nodes.write_segmentation_node(seg_node, ct_node, Path(tmp) / "contours.seg.nrrd")
+            run_engine(["rtstruct", "export", str(ct_dicom_dir), str(seg_file), str(out_path),
+                        "--structure-set-label", label], timeout_s=600)
+        return Path(out_path)
+
+    def save_case(self, ct_node: Any, seg_node: Any, *, site: str | None = None,
+                  names: Sequence[str] | None = None) -> str:
+        """Store the CT, the edited contours and the model's original proposal in the case library with
+        ``cervixtl cases add`` (anonymised: no names, dates or UIDs are written); returns the case id."""
+        with tempfile.TemporaryDirectory(prefix="cervixtl-case-") as tmp:
+            ct_path = nodes.write_volume(ct_node, Path(tmp) / "ct.nii.gz")
+            final = nodes.write_segmentation_node(seg_node, ct_node, Path(tmp) / "final.seg.nrrd", names)
+            args = ["cases", "add", str(ct_path), str(final)]
+            proposal = seg_node.GetAttribute(nodes.PROPOSAL_ATTRIBUTE)
+            if proposal and Path(proposal).is_file():
+                args += ["--proposal", proposal]
+            if site:
+                args += ["--site", site]
+            if self.cases_dir:
+                args += ["--cases-dir", self.cases_dir]
+            out = run_engine(args, timeout_s=600)
+        lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+        if not lines:
+            raise EngineError("cervixtl cases add printed no case id")
+        return lines[-1]
