@@ -1,0 +1,12 @@
+"""Qt-free logic of the CervixTLTraining Slicer module.
+
+Everything here runs without Qt and without the Slicer application, so that it can be tested against the real
+MRML libraries of the ``slicer-core`` package:
+
+* :mod:`.engine` -- runs the ``cervixtl`` command line as a separate process (quick commands synchronously),
+* :mod:`.process` -- a long-running ``cervixtl`` process polled by the GUI timer, with its JSON progress lines,
+* :mod:`.verdict` -- the plain-language verdict of a source-vs-new model comparison,
+* :mod:`.estimates` -- time estimates from a measured step time, pre-flight checks, readable engine errors,
+* :mod:`.tables` -- filling ``vtkMRMLTableNode`` / plot nodes,
+* :mod:`.logic` -- :class:`~.logic.TrainingLogic`, what the module's Logic class delegates to.
+"""
