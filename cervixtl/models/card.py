@@ -1,0 +1,182 @@
+"""The model card (``model.json``, schema ``cervixtl-model-card/1``).
+
+A model package is a folder with ``model.json`` (this card) and ``weights.safetensors``. The card says what
+the network is (MONAI architecture and constructor arguments), what it outputs (labels, sigmoid/softmax), what
+input it expects (voxel spacing in mm (x, y, z), LPS orientation, HU window, patch size in voxels (z, y, x)),
+the treatment-protocol margins, how it was derived (parent model, training summary: counts only, never patient
+data) and the SHA-256 of its weights, which is verified on load.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import ModelError
+
+SCHEMA = "cervixtl-model-card/1"
+ARCHITECTURES = ("SegResNet", "DynUNet", "UNet", "SwinUNETR")
+OUTPUTS = ("sigmoid", "softmax")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class LabelNames(list):
+    """The label names of a card in channel order; usable as ``card.label_names`` or ``card.label_names()``."""
+
+    def __call__(self) -> list[str]:
+        return list(self)
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to build, run and trust a model (see the module docstring for units).
+
+    Attributes mirror the JSON keys of ``model.json``; nested parts stay plain dicts/lists so that the card
+    round-trips through JSON unchanged (:meth:`from_dict` / :meth:`to_dict`).
+    """
+
+    name: str
+    version: str
+    architecture: dict[str, Any]
+    labels: list[dict[str, Any]]
+    input: dict[str, Any]
+    output: str = "sigmoid"
+    parent: dict[str, Any] | None = None
+    derivation: str = ""
+    protocol: dict[str, Any] = field(default_factory=lambda: {"ctv_margin_mm": None, "ptv_margin_mm": 7.0})
+    training: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, Any] = field(default_factory=lambda: {"file": "weights.safetensors", "sha256": "", "bytes": 0})
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    intended_use: str = ""
+    schema: str = SCHEMA
+
+    def __post_init__(self) -> None:
+        self.version = str(self.version)
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Check the card's structure and values.
+
+        Raises:
+            ModelError: one line naming the bad field.
+        """
+        if self.schema != SCHEMA:
+            raise ModelError(f"model card schema {self.schema!r} is not supported (expected {SCHEMA!r})")
+        if not _NAME_RE.match(self.name or ""):
+            raise ModelError(f"model name {self.name!r} is invalid: use letters, digits, '.', '_' or '-' (max 64)")
+        if not _NAME_RE.match(self.version or "") or "@" in self.version:
+            raise ModelError(f"model version {self.version!r} is invalid: use letters, digits, '.', '_' or '-'")
+        arch = self.architecture or {}
+        if arch.get("name") not in ARCHITECTURES:
+            raise ModelError(f"model {self.name}: architecture {arch.get('name')!r} is not one of "
+                             f"{', '.join(ARCHITECTURES)}")
+        if not isinstance(arch.get("params"), dict):
+            raise ModelError(f"model {self.name}: architecture.params must be a dict of MONAI constructor arguments")
+        if self.output not in OUTPUTS:
+            raise ModelError(f"model {self.name}: output {self.output!r} must be 'sigmoid' or 'softmax'")
+        if not self.labels:
+            raise ModelError(f"model {self.name}: the card lists no labels")
+        channels = [int(lab.get("channel", -1)) for lab in self.labels]
+        if len(set(channels)) != len(channels) or min(channels) < 0:
+            raise ModelError(f"model {self.name}: label channels {channels} must be distinct non-negative integers")
+        if self.output == "softmax" and 0 in channels:
+            raise ModelError(f"model {self.name}: softmax output keeps channel 0 for background, not a label")
+        out_ch = arch["params"].get("out_channels")
+        if out_ch is not None and max(channels) >= int(out_ch):
+            raise ModelError(f"model {self.name}: label channel {max(channels)} >= out_channels {out_ch}")
+        sp = self.input.get("spacing_mm")
+        if not (isinstance(sp, (list, tuple)) and len(sp) == 3 and all(float(s) > 0 for s in sp)):
+            raise ModelError(f"model {self.name}: input.spacing_mm must be 3 positive numbers (x, y, z) in mm")
+        win = self.input.get("window_hu")
+        if not (isinstance(win, (list, tuple)) and len(win) == 2 and float(win[0]) < float(win[1])):
+            raise ModelError(f"model {self.name}: input.window_hu must be [low, high] HU with low < high")
+        ps = self.input.get("patch_size")
+        if not (isinstance(ps, (list, tuple)) and len(ps) == 3 and all(int(p) > 0 for p in ps)):
+            raise ModelError(f"model {self.name}: input.patch_size must be 3 positive voxel counts (z, y, x)")
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def label_names(self) -> LabelNames:
+        """Label names in channel order."""
+        return LabelNames(str(lab["name"]) for lab in sorted(self.labels, key=lambda d: int(d["channel"])))
+
+    @property
+    def spec(self) -> str:
+        """``name@version``."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """Model input spacing in mm, (x, y, z)."""
+        return tuple(float(s) for s in self.input["spacing_mm"])  # type: ignore[return-value]
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        """Sliding-window patch in voxels, (z, y, x)."""
+        return tuple(int(p) for p in self.input["patch_size"])  # type: ignore[return-value]
+
+    @property
+    def window_hu(self) -> tuple[float, float]:
+        """Intensity window (low, high) in HU."""
+        lo, hi = self.input["window_hu"]
+        return float(lo), float(hi)
+
+    def label(self, name: str) -> dict[str, Any] | None:
+        """The label entry called ``name`` (case-insensitive), or None."""
+        for lab in self.labels:
+            if str(lab["name"]).lower() == name.lower():
+                return lab
+        return None
+
+    # ------------------------------------------------------------------ (de)serialisation
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        """Build a card from its JSON dict; unknown keys are ignored, missing required keys raise ModelError."""
+        if not isinstance(data, dict):
+            raise ModelError("model card is not a JSON object")
+        required = ("name", "version", "architecture", "labels", "input")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ModelError(f"model card {data.get('name', '?')!r} lacks {', '.join(missing)}")
+        known = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in data.items() if k in known}
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ModelError(f"model card {data.get('name', '?')!r} is malformed: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card as a JSON-ready dict (schema first)."""
+        d = asdict(self)
+        schema = d.pop("schema")
+        return {"schema": schema, **d}
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "ModelCard":
+        """Read ``model.json`` (or the ``model.json`` inside a package folder)."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / "model.json"
+        if not p.exists():
+            raise ModelError(f"{p}: no model card (model.json) found")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{p}: unreadable model card ({exc})") from None
+        return cls.from_dict(data)
+
+
+def make_labels(names: Sequence[str], first_channel: int = 0) -> list[dict[str, Any]]:
+    """Label entries (channel, name, colour, terminology) for canonical structure names, channels from
+    ``first_channel`` (use 1 for softmax models, whose channel 0 is background)."""
+    from .. import structures
+
+    return [{"channel": first_channel + i, "name": n, "color": list(structures.color_of(n, i)),
+             "terminology": structures.terminology(n)} for i, n in enumerate(names)]

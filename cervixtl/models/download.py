@@ -1,0 +1,191 @@
+"""Verified downloads and package archives.
+
+A model is published as a ``.zip`` or ``.tar.gz`` archive of its package folder. :func:`download` streams a
+URL (``http(s)://`` or ``file://``) to a temporary file beside the destination while hashing it, checks the
+SHA-256 when one is given, and only then renames it into place. :func:`extract_package` unpacks an archive
+safely (no absolute paths, no ``..``, no links) and returns the package folder inside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import BadInput, ModelError
+from ..fileio import atomic_path
+
+CHUNK = 1 << 20
+
+
+def is_url(text: str) -> bool:
+    """True for ``http://``, ``https://`` and ``file://`` addresses."""
+    return text.lower().startswith(("http://", "https://", "file://"))
+
+
+def download(url: str, dest: str | os.PathLike, sha256: str | None = None, *, timeout_s: float = 60.0,
+             progress: Callable[[int, int | None], None] | None = None) -> Path:
+    """Download ``url`` to ``dest`` atomically, verifying the SHA-256 when given.
+
+    Args:
+        url: ``http(s)://`` or ``file://`` address.
+        dest: destination file (replaced only after a complete, verified download).
+        sha256: expected hex digest (case-insensitive); a mismatch deletes the download.
+        timeout_s: socket timeout in seconds.
+        progress: called with (bytes received, total bytes or None).
+
+    Raises:
+        BadInput: unreachable URL / HTTP error; ModelError: SHA-256 mismatch.
+    """
+    if not is_url(url):
+        raise BadInput(f"{url}: not an http(s):// or file:// address")
+    dest = Path(dest)
+    h = hashlib.sha256()
+    with atomic_path(dest) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(tmp, "wb") as out:  # noqa: S310
+                total = resp.headers.get("Content-Length") if hasattr(resp, "headers") else None
+                total_i = int(total) if total and str(total).isdigit() else None
+                got = 0
+                for block in iter(lambda: resp.read(CHUNK), b""):
+                    out.write(block)
+                    h.update(block)
+                    got += len(block)
+                    if progress is not None:
+                        progress(got, total_i)
+            if total_i is not None and got != total_i:
+                raise BadInput(f"{url}: download incomplete ({got} of {total_i} bytes)")
+        except urllib.error.HTTPError as exc:
+            raise BadInput(f"{url}: HTTP error {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BadInput(f"{url}: download failed ({reason})") from None
+        digest = h.hexdigest()
+        if sha256 and digest != sha256.strip().lower():
+            raise ModelError(f"{url}: SHA-256 {digest[:12]}... does not match the expected {sha256[:12]}...; "
+                             "download discarded")
+    return dest
+
+
+def _safe_member(name: str) -> bool:
+    p = Path(name)
+    return not (p.is_absolute() or ".." in p.parts or name.startswith(("/", "\\")))
+
+
+def extract_package(archive: str | os.PathLike, into: str | os.PathLike) -> Path:
+    """Unpack a package archive (``.zip``, ``.tar.gz``/``.tgz``/``.tar``) into the folder ``into`` and return
+    the folder that holds ``model.json``.
+
+    Raises:
+        ModelError: not an archive, unsafe member paths/links, or no ``model.json`` inside.
+    """
+    a, into = Path(archive), Path(into)
+    into.mkdir(parents=True, exist_ok=True)
+    try:
+        if zipfile.is_zipfile(a):
+            with zipfile.ZipFile(a) as zf:
+                for info in zf.infolist():
+                    if not _safe_member(info.filename) or (info.external_attr >> 16) & 0o170000 == 0o120000:
+                        raise ModelError(f"{a}: unsafe entry {info.filename!r} in archive")
+                zf.extractall(into)
+        elif tarfile.is_tarfile(a):
+            with tarfile.open(a) as tf:
+                for m in tf.getmembers():
+                    if not _safe_member(m.name) or not (m.isfile() or m.isdir()):
+                        raise ModelError(f"{a}: unsafe entry {m.name!r} in archive")
+                tf.extractall(into, filter="data")
+        else:
+            raise ModelError(f"{a}: not a model package archive (.zip or .tar.gz) or package folder")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        raise ModelError(f"{a}: corrupt archive ({exc})") from None
+    cards = sorted(into.rglob("model.json"), key=lambda p: len(p.parts))
+    if not cards:
+        raise ModelError(f"{a}: archive holds no model.json")
+    return cards[0].parent
+
+
+def is_package_archive(path: str | os.PathLike) -> bool:
+    """True for a .zip/.tar(.gz) archive holding a ``model.json`` (a torch ``.pt`` is a zip without one)."""
+    p = Path(path)
+    try:
+        if zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as zf:
+                return any(Path(n).name == "model.json" for n in zf.namelist())
+        if tarfile.is_tarfile(p):
+            with tarfile.open(p) as tf:
+                return any(Path(n).name == "model.json" for n in tf.getnames())
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError):
+        return False
+    return False
+
+
+def make_archive(package_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Write package folder ``package_dir`` as a ``.zip`` archive at ``dest`` (atomically)."""
+    src, dest = Path(package_dir), Path(dest)
+    with atomic_path(dest) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(src.iterdir()):
+                if f.is_file():
+                    zf.write(f, arcname=f"{src.name}/{f.name}")
+    return dest
+
+
+def catalogue_path() -> Path:
+    """``Resources/Models.json``, the extension's catalogue of downloadable models."""
+    from ..structures import resources_dir
+
+    return resources_dir() / "Models.json"
+
+
+def read_catalogue(path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Entries of the model catalogue (name, version, url, sha256, bytes, description); ``file:`` URLs are
+    relative to the ``Resources`` folder."""
+    p = Path(path) if path else catalogue_path()
+    if not p.exists():
+        return []
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{p}: unreadable model catalogue ({exc})") from None
+    return list(data.get("models", []))
+
+
+def catalogue_entry(name: str, path: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The catalogue entry ``name`` or ``name@version`` (newest listed when no version), or None."""
+    n, _, v = name.partition("@")
+    hits = [e for e in read_catalogue(path) if e.get("name") == n and (not v or str(e.get("version")) == v)]
+    return hits[-1] if hits else None
+
+
+def resolve_catalogue_source(entry: dict[str, Any], catalogue: str | os.PathLike | None = None) -> str:
+    """The URL or local path of a catalogue entry (``file:`` relative paths are resolved against the
+    folder of the catalogue)."""
+    url = str(entry.get("url", ""))
+    if url.startswith("file:") and not url.startswith("file://"):
+        base = Path(catalogue).parent if catalogue else catalogue_path().parent
+        return str((base / url[len("file:"):]).resolve())
+    return url
+
+
+def fetch_to_temp(source: str, sha256: str | None, workdir: str | os.PathLike) -> Path:
+    """Download ``source`` (URL) into ``workdir`` and unpack it when it is an archive; returns the package
+    folder (or the downloaded file when it is a bare checkpoint)."""
+    work = Path(workdir)
+    name = Path(urllib.request.url2pathname(source.split("?")[0].rstrip("/").rsplit("/", 1)[-1])).name or "download"
+    target = download(source, work / name, sha256)
+    if is_package_archive(target):
+        return extract_package(target, Path(tempfile.mkdtemp(dir=work)))
+    return target
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """Delete a folder quietly."""
+    shutil.rmtree(path, ignore_errors=True)
