@@ -1,0 +1,79 @@
+"""``cervixtl cases add|list|show|remove``: the local anonymised case library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+ORDER = 60
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cases", help="local anonymised case library (CT + final contours) for fine-tuning",
+                       description="Store CTs with the clinician's final contours (and the model's proposal) "
+                       "under a random case id, with no patient-identifying data.")
+    p.add_argument("--cases-dir", default=None, help="case library folder (default $CERVIXTL_CASES_DIR)")
+    csub = p.add_subparsers(dest="cases_command", metavar="ACTION")
+    a = csub.add_parser("add", help="add a case; prints its id")
+    a.add_argument("ct", help="CT image file or DICOM series folder (HU)")
+    a.add_argument("final_labels", help="final contours: .seg.nrrd or label map (+ sidecar JSON) on the CT grid")
+    a.add_argument("--proposal", default=None, help="the model's original proposal, same formats")
+    a.add_argument("--site", default=None, help="site / protocol name (letters, digits, . _ -)")
+    a.add_argument("--cases-dir", default=argparse.SUPPRESS, help="case library folder")
+    a.set_defaults(func=run_add)
+    ls = csub.add_parser("list", help="list the cases")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.add_argument("--cases-dir", default=argparse.SUPPRESS, help="case library folder")
+    ls.set_defaults(func=run_list)
+    sh = csub.add_parser("show", help="show one case")
+    sh.add_argument("id", help="case id (case-xxxxxxxx)")
+    sh.add_argument("--json", action="store_true", help="print JSON")
+    sh.add_argument("--cases-dir", default=argparse.SUPPRESS, help="case library folder")
+    sh.set_defaults(func=run_show)
+    rm = csub.add_parser("remove", help="delete one case")
+    rm.add_argument("id", help="case id (case-xxxxxxxx)")
+    rm.add_argument("--cases-dir", default=argparse.SUPPRESS, help="case library folder")
+    rm.set_defaults(func=run_remove)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _lib(args: argparse.Namespace):
+    from ..cases import CaseLibrary
+
+    return CaseLibrary(getattr(args, "cases_dir", None))
+
+
+def run_add(args: argparse.Namespace) -> int:
+    cid = _lib(args).add_files(args.ct, args.final_labels, args.proposal, args.site)
+    print(cid)
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    rows = _lib(args).list()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no cases")
+        return 0
+    for r in rows:
+        print(f"{r['id']}  {r.get('added', ''):10}  site={r.get('site') or '-':<10} "
+              f"{', '.join(r.get('structures', []))}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    d = _lib(args).show(args.id)
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    for k, v in d.items():
+        print(f"{k:>24}: {v}")
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    _lib(args).remove(args.id)
+    print(f"removed {args.id}")
+    return 0

@@ -1,0 +1,79 @@
+"""``cervixtl finetune``: adapt a source model (or train one from scratch) on the site's own cases."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ._common import add_progress_arg
+
+ORDER = 62
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a model on cases of the case library (transfer learning)",
+                       description="Fine-tune --source (registry NAME[@VER], or 'none' to train from scratch) on "
+                       "the cases --cases and register the result as a new version of --name, with a model card "
+                       "that records the parent, frozen layers, cases, validation Dice and loss curve. The "
+                       "active model changes only with --activate.")
+    p.add_argument("--source", required=True, help="source model NAME[@VERSION], package folder, or 'none'")
+    p.add_argument("--cases", required=True,
+                   help="case ids (comma-separated), 'all', a case folder or a case-library folder")
+    p.add_argument("--name", required=True, help="name of the new model in the registry")
+    p.add_argument("--labels", default=None,
+                   help="comma-separated label names of the new model (default: the source's); new labels get "
+                   "a new output layer")
+    p.add_argument("--freeze", default="none", help="none, encoder or all-but-last-N (default none)")
+    lim = p.add_mutually_exclusive_group()
+    lim.add_argument("--epochs", type=int, default=None, help="number of epochs (default 20)")
+    lim.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="optimiser steps per epoch "
+                   "(default max(8, 4 x training cases))")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--batch-size", type=int, default=2, help="patches per step (default 2)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-3 from scratch, 5e-4 fine-tuning)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of cases held out for validation")
+    p.add_argument("--patience", type=int, default=8, help="validations without improvement before early stop")
+    p.add_argument("--focal", action="store_true", help="Dice + focal loss instead of Dice + cross-entropy")
+    p.add_argument("--no-augment", action="store_true", help="no mirror/rotation/scale/intensity augmentation")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run of the same --name")
+    p.add_argument("--activate", action="store_true", help="make the new version the active one")
+    p.add_argument("--models-dir", default=None, help="model registry folder (default $CERVIXTL_MODELS_DIR)")
+    p.add_argument("--cases-dir", default=None, help="case library folder (default $CERVIXTL_CASES_DIR)")
+    p.add_argument("--json", action="store_true", help="print the new model card summary as JSON")
+    add_progress_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cases import load_cases
+    from ..models.registry import Registry
+    from ..progress import Progress, cancel_on_signals
+    from ..training import TrainConfig, card_summary, finetune
+
+    scratch = args.source.strip().lower() == "none"
+    epochs = args.epochs if (args.epochs is not None or args.minutes is not None) else 20
+    cfg = TrainConfig(epochs=epochs, minutes=args.minutes, steps_per_epoch=args.steps_per_epoch,
+                      max_steps=args.max_steps, batch_size=args.batch_size,
+                      lr=args.lr if args.lr is not None else (2e-3 if scratch else 5e-4), freeze=args.freeze,
+                      val_fraction=args.val_fraction, patience=args.patience, focal=args.focal,
+                      augment=not args.no_augment, seed=args.seed, device=args.device, threads=args.threads)
+    cfg.check()
+    progress = Progress(args.progress)
+    cases = load_cases(args.cases, args.cases_dir)
+    labels = [t.strip() for t in args.labels.split(",") if t.strip()] if args.labels else None
+    with cancel_on_signals(progress):
+        card = finetune(None if scratch else args.source, [(c.id, c.ct, c.final) for c in cases], args.name,
+                        config=cfg, registry=Registry(args.models_dir), labels=labels,
+                        sites=[str(c.info.get("site") or "") for c in cases], activate=args.activate,
+                        resume=args.resume, progress=progress)
+    if args.json:
+        print(json.dumps(card_summary(card), indent=2))
+    else:
+        print(f"registered {card.spec}: best validation Dice {card.training.get('val_mean_dice')} at step "
+              f"{card.training.get('best_step')} of {card.training.get('steps')} "
+              f"({'activated' if args.activate else 'not activated'})")
+    return 0
