@@ -188,6 +188,9 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
         img = reader.Execute()
     except RuntimeError as exc:
         raise BadInput(f"{folder}: cannot read DICOM series ({_first_line(exc)})") from None
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise BadInput(f"{folder}: DICOM series {s['series_uid'] or '(no UID)'} is not a 3D scalar volume "
+                       f"({img.GetDimension()}D, {img.GetNumberOfComponentsPerPixel()} components)")
     meta = {
         "source_format": "DICOM",
         "modality": s["modality"],
@@ -267,6 +270,8 @@ def check_ct(img: Image, name: str = "image") -> None:
     sample = arr[:: max(1, arr.shape[0] // 8), ::4, ::4]
     if np.unique(sample).size <= 2:
         raise BadInput(f"{name}: only {np.unique(sample).size} distinct values, looks like a mask, expected a CT")
+    if lo >= 0 and hi <= 255 and np.all(np.mod(sample, 1) == 0) and np.unique(sample).size <= 128:
+        raise BadInput(f"{name}: only small whole numbers 0..{hi:g}: looks like a label map, not a CT")
     if lo > -500:
         raise BadInput(f"{name}: minimum intensity {lo:g} > -500, no air in Hounsfield units: not a CT "
                        "(an MR, or a CT already normalised?)")

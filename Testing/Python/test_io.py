@@ -213,3 +213,11 @@ def test_write_image_roundtrip_keeps_geometry(tmp_path):
     for ext in (".nii.gz", ".nrrd", ".mha"):
         back = read_image(write_image(img, tmp_path / f"a{ext}"))
         assert back.same_geometry(img) and np.array_equal(back.array, img.array), ext
+
+
+def test_read_ct_refuses_a_real_label_map(shared_data):
+    """The TotalSegmentator label map (float voxels 0..104) is named as a label map, not read as a CT."""
+    from cervixtl.io import read_ct
+
+    with pytest.raises(BadInput, match="label map"):
+        read_ct(shared_data / "totalseg_example" / "example_seg.nii.gz")
