@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import nodes
-from .engine import EngineError, EngineProcess, contour_args, run_engine, run_engine_json
+from .engine import EngineError, EngineProcess, contour_args, run_engine
 
 
 @dataclass
@@ -130,11 +130,11 @@ class ContourLogic:
     def contour(self, ct_node: Any, *, output_node: Any = None, timeout_s: float = 600.0, **kwargs: Any) -> Any:
         """Blocking :meth:`start_contour` + :meth:`finish_contour` (self-test, scripts)."""
         job = self.start_contour(ct_node, **kwargs)
-        try:
-            job.process.wait(timeout_s)
-        except EngineError:
+        if job.process.wait(timeout_s) is None:
+            job.cancel()
+            job.process.wait()
             shutil.rmtree(job.workdir, ignore_errors=True)
-            raise
+            raise EngineError(f"contouring did not finish within {timeout_s:.0f} s; nothing was changed")
         return self.finish_contour(job, output_node)
 
     # ------------------------------------------------------------------ models
@@ -143,7 +143,7 @@ class ContourLogic:
 
     def list_models(self) -> list[dict[str, Any]]:
         """Registered models (``cervixtl models list --json``)."""
-        rows = run_engine_json(["models", "list", "--json", *self._models_args()], timeout_s=120)
+        rows = run_engine(["models", "list", "--json", *self._models_args()], timeout_s=120, parse_json=True)
         return rows if isinstance(rows, list) else rows.get("models", [])
 
     def import_model(self, source: str, sha256: str | None = None) -> str:

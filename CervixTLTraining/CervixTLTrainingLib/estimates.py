@@ -14,6 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from cervixtl.runner import error_line
+
 #: Fewest cases a fine-tuning run accepts: at least one to train on and one held out to validate on.
 MIN_CASES = 2
 #: Below this many cases the module warns that the comparison will have little statistical power.
@@ -70,21 +72,6 @@ def planned_steps(n_train_cases: int, epochs: int, per_epoch: int | None = None)
     """Optimiser steps of a run of ``epochs`` epochs (``per_epoch`` steps each; default
     :func:`steps_per_epoch`)."""
     return max(int(epochs), 0) * int(per_epoch if per_epoch else steps_per_epoch(n_train_cases))
-
-
-def held_out_split(case_ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """(training, held-out) case ids exactly as ``cervixtl finetune --val-fraction F --seed S`` splits them
-    (``cervixtl.training.split_cases``: a seeded NumPy permutation; the tests check that both agree), so that
-    the comparison after a run uses the cases the new model never trained on."""
-    import numpy as np
-
-    ids = list(case_ids)
-    if val_fraction <= 0 or len(ids) < 2:
-        return ids, []
-    n_val = min(len(ids) - 1, max(1, int(round(len(ids) * val_fraction))))
-    order = np.random.default_rng(seed).permutation(len(ids))
-    val = [ids[i] for i in sorted(order[:n_val])]
-    return [i for i in ids if i not in val], val
 
 
 def estimate_training_s(step_s: float, steps: int, startup_s: float = 0.0, n_val_cases: int = 0,
@@ -156,26 +143,21 @@ def friendly_error(stderr: str, returncode: int | None, cancelled: bool = False)
     * exit 130 / "cancelled" / ``cancelled`` (the GUI's Cancel, even when the process was killed before the
       engine installed its signal handler): stopped on request, nothing changed;
     * a full disk (ENOSPC in any form): say so, and that nothing was lost;
-    * the engine's own ``cervixtl: error: ...`` line otherwise (a geometry mismatch gets a hint what to do);
-    * else the last stderr line, or the exit status.
+    * else :func:`cervixtl.runner.error_line` without its ``cervixtl: error:`` prefix (a geometry mismatch
+      gets a hint what to do): the engine's own error line, the last log line, or the exit status.
     """
     lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
-    text = "\n".join(lines)
     if cancelled or returncode == 130 or any(ln.startswith("cervixtl: cancelled") for ln in lines):
         return ("Stopped on request. Nothing was changed: the active model is the same as before "
                 "(an interrupted fine-tuning can be continued with Resume).")
-    if _DISK_FULL.search(text):
+    if _DISK_FULL.search("\n".join(lines)):
         return ("The disk is full, so the engine stopped. Nothing was lost: the active model is unchanged and "
                 "finished checkpoints are kept. Free some space, then press Start with Resume.")
-    err = next((ln for ln in reversed(lines) if ln.startswith("cervixtl: error:")), None)
-    if err:
-        msg = err[len("cervixtl: error:"):].strip()
+    msg = error_line(lines, returncode)
+    if msg.startswith("cervixtl: error:"):
+        msg = msg[len("cervixtl: error:"):].strip()
         if _GEOMETRY.search(msg):
             msg += " (the segmentation must be on the CT's voxel grid: re-export it from the CervixTL module)"
-        return msg
-    internal = next((ln for ln in reversed(lines) if ln.startswith("cervixtl: internal error:")), None)
-    if internal:
-        return internal[len("cervixtl: "):]
-    if lines:
-        return lines[-1][:300]
-    return f"the engine stopped with exit status {returncode}"
+    elif msg.startswith("cervixtl: internal error:"):
+        msg = msg[len("cervixtl: "):]
+    return msg

@@ -9,7 +9,7 @@
   with a bar chart and a plain verdict (:mod:`.verdict`);
 * the model-versions table (parent, cases used, validation metrics, date, active).
 
-Long runs are :class:`~.process.BackgroundProcess` objects; the GUI calls :meth:`TrainingLogic.poll` from a
+Long runs are :class:`~.engine.BackgroundProcess` objects; the GUI calls :meth:`TrainingLogic.poll` from a
 timer, so it never freezes; :meth:`TrainingLogic.cancel` stops the engine cleanly.
 """
 
@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from cervixtl.splits import split_cases
+
 from . import estimates, nodes_io, tables
-from .engine import EngineError, engine_env, engine_python, run_engine
-from .process import BackgroundProcess
+from .engine import BackgroundProcess, EngineError, engine_env, engine_python, run_engine
 from .verdict import StructureComparison, classify, verdict
 
 #: One-line explanation of each freezing strategy, shown under the selector.
@@ -450,7 +451,7 @@ class TrainingLogic:
             self.curve.reset()
         self.job = BackgroundProcess(request.to_args(), env=self.env)
         self.job_kind, self.job_request = "finetune", request
-        self.last_held_out = estimates.held_out_split(request.cases, request.val_fraction, request.seed)[1]
+        self.last_held_out = split_cases(request.cases, request.val_fraction, request.seed)[1]
         self._last_status = JobStatus(kind="finetune", running=True, message="starting")
         return self.job
 

@@ -88,29 +88,30 @@ def write_segmentation_on_grid(scene: Any, segmentation_node: Any, volume_node: 
     return Path(path)
 
 
-def read_volume(scene: Any, path: str | os.PathLike, name: str) -> Any:
-    """Read a volume file into a new ``vtkMRMLScalarVolumeNode`` called ``name``."""
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+def _read_node(scene: Any, node_class: str, storage_class: str, path: str | os.PathLike, name: str,
+               what: str) -> Any:
+    """Read ``path`` into a new ``node_class`` node called ``name`` with a ``storage_class`` storage node
+    (both removed again when reading fails)."""
+    node = scene.AddNewNodeByClass(node_class, name)
+    storage = scene.AddNewNodeByClass(storage_class)
     storage.SetFileName(str(path))
     if not storage.ReadData(node):
         scene.RemoveNode(node)
         scene.RemoveNode(storage)
-        raise OSError(f"could not read the volume {path}")
+        raise OSError(f"could not read the {what} {path}")
     node.SetAndObserveStorageNodeID(storage.GetID())
     return node
 
 
+def read_volume(scene: Any, path: str | os.PathLike, name: str) -> Any:
+    """Read a volume file into a new ``vtkMRMLScalarVolumeNode`` called ``name``."""
+    return _read_node(scene, "vtkMRMLScalarVolumeNode", "vtkMRMLVolumeArchetypeStorageNode", path, name, "volume")
+
+
 def read_segmentation(scene: Any, path: str | os.PathLike, name: str, volume_node: Any = None) -> Any:
     """Read a ``.seg.nrrd`` into a new ``vtkMRMLSegmentationNode`` (reference geometry = ``volume_node``)."""
-    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
-    storage.SetFileName(str(path))
-    if not storage.ReadData(node):
-        scene.RemoveNode(node)
-        scene.RemoveNode(storage)
-        raise OSError(f"could not read the segmentation {path}")
-    node.SetAndObserveStorageNodeID(storage.GetID())
+    node = _read_node(scene, "vtkMRMLSegmentationNode", "vtkMRMLSegmentationStorageNode", path, name,
+                      "segmentation")
     if volume_node is not None:
         node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     return node

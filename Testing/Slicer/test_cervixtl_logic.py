@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "CervixTL"))
 
 from CervixTLLib import geometry  # noqa: E402
-from CervixTLLib.engine import EngineError, EngineProcess, error_line, parse_progress  # noqa: E402
+from cervixtl.runner import EngineError, EngineProcess, error_line, parse_progress_line  # noqa: E402
 
 import mrml_harness  # noqa: E402
 
@@ -71,8 +71,8 @@ def test_margin_text() -> None:
 
 
 def test_progress_and_error_lines() -> None:
-    assert parse_progress('{"stage": "network", "fraction": 0.5, "message": "x"}')["fraction"] == 0.5
-    assert parse_progress("plain text") is None and parse_progress('{"no": 1}') is None
+    assert parse_progress_line('{"stage": "network", "fraction": 0.5, "message": "x"}')["fraction"] == 0.5
+    assert parse_progress_line("plain text") is None and parse_progress_line('{"no": 1}') is None
     lines = ['{"stage": "read", "fraction": 0}', "some log", "cervixtl: error: ct.nrrd: no such file"]
     assert error_line(lines, 2) == "cervixtl: error: ct.nrrd: no such file"
     assert "exit status 3" in error_line([], 3)
@@ -80,7 +80,8 @@ def test_progress_and_error_lines() -> None:
 
 def test_engine_error_is_one_readable_line(tmp_path: Path) -> None:
     proc = EngineProcess(["info", str(tmp_path / "missing.nii.gz")])
-    res = proc.wait(120)
+    assert proc.wait(120) == 2
+    res = proc.result()
     assert res.returncode == 2 and not res.ok
     assert "missing.nii.gz" in res.error and "\n" not in res.error and "Traceback" not in res.error
 
@@ -420,7 +421,7 @@ def test_export_nifti_and_seg_nrrd_read_back_by_engine(slicer_env, tmp_path: Pat
 def test_save_case_for_training_is_anonymised(slicer_env, tmp_path: Path) -> None:  # noqa: ANN001
     from cervixtl.io import write_segmentation
     from CervixTLLib import nodes
-    from CervixTLLib.engine import run_engine_json
+    from cervixtl.runner import run_engine
     from CervixTLLib.logic import ContourLogic
 
     vol, seg, masks = _targets_node(slicer_env)
@@ -430,7 +431,7 @@ def test_save_case_for_training_is_anonymised(slicer_env, tmp_path: Path) -> Non
     seg.SetAttribute(nodes.PROPOSAL_ATTRIBUTE, str(proposal))
     logic = ContourLogic(cases_dir=tmp_path / "cases")
     case_id = logic.save_case(vol, seg, site="A")
-    case = run_engine_json(["cases", "show", case_id, "--json", "--cases-dir", str(tmp_path / "cases")])
+    case = run_engine(["cases", "show", case_id, "--json", "--cases-dir", str(tmp_path / "cases")], parse_json=True)
     text = json.dumps(case)
     assert "Jane" not in text and "Doe" not in text
     folder = tmp_path / "cases" / case_id
