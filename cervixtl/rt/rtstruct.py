@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .. import __version__, structures
+from .dicomfile import read_dataset
 from ..errors import BadInput
 from ..fileio import atomic_path
 from ..image import Image
@@ -103,16 +104,8 @@ def read_rtstruct(path: str | os.PathLike) -> StructureSet:
     Raises:
         BadInput: the file is missing, not DICOM, or not an RT Structure Set.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     p = Path(path)
-    if not p.is_file():
-        raise BadInput(f"{p}: no such RTSTRUCT file")
-    try:
-        ds = pydicom.dcmread(p)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise BadInput(f"{p}: not a DICOM file ({str(exc).splitlines()[0][:120]})") from None
+    ds = read_dataset(p, "RTSTRUCT")
     modality = str(getattr(ds, "Modality", "") or "")
     sop = str(getattr(ds, "SOPClassUID", "") or "")
     if modality != "RTSTRUCT" and sop != RTSTRUCT_SOP_CLASS:

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .. import __version__, structures
+from .dicomfile import read_dataset
 from ..errors import BadInput
 from ..fileio import atomic_path
 from ..image import Image, resample_to_reference
@@ -176,16 +177,9 @@ def read_seg(path: str | os.PathLike, reference: Image | None = None) -> Segment
         BadInput: not a DICOM SEG, or its frames do not form a regular volume.
     """
     import highdicom as hd
-    import pydicom
-    from pydicom.errors import InvalidDicomError
 
     p = Path(path)
-    if not p.is_file():
-        raise BadInput(f"{p}: no such DICOM SEG file")
-    try:
-        ds = pydicom.dcmread(p)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise BadInput(f"{p}: not a DICOM file ({str(exc).splitlines()[0][:120]})") from None
+    ds = read_dataset(p, "DICOM SEG")
     if str(getattr(ds, "Modality", "")) != "SEG":
         raise BadInput(f"{p}: not a DICOM Segmentation (Modality {getattr(ds, 'Modality', 'missing')})")
     try:
