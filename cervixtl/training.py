@@ -693,6 +693,7 @@ def finetune(source: str | None, cases: Sequence[tuple[str, Image, Segmentation]
     card.derivation = derivation + f"; best validation Dice {h['best_val_dice']} at step {h['best_step']}" + (
         f"; {note}" if note else "")
     card.training = {"cases": len(cases), "train_cases": len(tr_ids), "val_cases": len(va_ids),
+                     "train_case_ids": [str(i) for i in tr_ids], "val_case_ids": [str(i) for i in va_ids],
                      "sites": sorted({s for s in sites if s}), "epochs": h["epochs"], "steps": h["steps"],
                      "best_step": h["best_step"], "stop_reason": h["stop_reason"], "freeze": config.freeze,
                      "frozen_tensors": len(frozen), "loss_curve": _thin(h["loss_curve"]), "seed": config.seed,

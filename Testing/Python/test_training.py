@@ -122,6 +122,10 @@ def test_finetune_versions_freeze_and_card(tmp_path, cases):
     assert c1.spec == "site@1" and c1.parent is None and reg.active("site") == "1"
     assert c1.training["steps"] == 2 and len(c1.training["loss_curve"]) == 2
     assert c1.training["freeze"] == "none" and c1.training["frozen_tensors"] == 0
+    tr_ids, va_ids = c1.training["train_case_ids"], c1.training["val_case_ids"]
+    assert sorted(tr_ids + va_ids) == ["p0", "p1"] and not set(tr_ids) & set(va_ids)
+    assert (len(tr_ids), len(va_ids)) == (c1.training["train_cases"], c1.training["val_cases"])
+    assert reg.load("site@1")[0].training["val_case_ids"] == va_ids, "held-out case ids must be saved in the card"
     assert set(c1.validation) == set(c1.label_names)
     train_lines = [ln for ln in lines if ln["stage"] == "train" and "loss" in ln]
     assert train_lines and {"epoch", "step", "loss", "val_dice", "eta_s"} <= set(train_lines[0])
