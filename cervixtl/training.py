@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .splits import split_cases
 from .errors import BadInput, ModelError
 from .image import Image, reorient, resample_to_reference, resample_to_spacing
 from .progress import NULL_PROGRESS, Progress
@@ -580,18 +581,6 @@ def default_card(name: str, labels: Sequence[str] = DEFAULT_LABELS, **kw: Any) -
             "window_hu": (-200.0, 300.0), "ptv_margin_mm": 7.0}
     args.update(kw)
     return segresnet_card(name, list(labels), **args)
-
-
-def split_cases(ids: Sequence[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Random (train, validation) split of case ids: round(n * fraction) validation cases, at least one when
-    ``val_fraction`` > 0 and n >= 2, never all of them."""
-    ids = list(ids)
-    if val_fraction <= 0 or len(ids) < 2:
-        return ids, []
-    n_val = min(len(ids) - 1, max(1, int(round(len(ids) * val_fraction))))
-    order = np.random.default_rng(seed).permutation(len(ids))
-    val = [ids[i] for i in sorted(order[:n_val])]
-    return [i for i in ids if i not in val], val
 
 
 def _new_card(base: Any, name: str, version: str, labels: Sequence[str] | None) -> Any:
