@@ -38,3 +38,16 @@ def add_progress_arg(p: argparse.ArgumentParser) -> None:
     """``--progress none|text|json``."""
     p.add_argument("--progress", choices=["none", "text", "json"], default="none",
                    help="progress on stderr: none, text, or JSON lines (stage, fraction, message) for a GUI")
+
+
+def run_action(args: argparse.Namespace) -> int:
+    """Run the action chosen under a command group (``set_defaults(action_func=...)`` on each action parser,
+    ``set_defaults(func=run_action, action_help=parser.format_help)`` on the group); without an action, print
+    the group's help and return 2."""
+    import sys
+
+    func = getattr(args, "action_func", None)
+    if func is None:
+        print(args.action_help(), file=sys.stderr)
+        return 2
+    return int(func(args) or 0)

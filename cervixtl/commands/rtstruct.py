@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from ._common import run_action
+
 ORDER = 60
 
 
@@ -29,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--ignore-frame-of-reference", action="store_true",
                      help="accept an RTSTRUCT whose frame of reference differs from the CT's (warning instead of error)")
     imp.add_argument("--json", action="store_true", help="print the import report as JSON on stdout")
-    imp.set_defaults(rt_func=run_import)
+    imp.set_defaults(action_func=run_import)
 
     exp = rs.add_parser("export", help="segmentation -> RTSTRUCT referring to the CT series",
                         description="Trace sub-voxel outlines per slice of each segment and write an RT Structure "
@@ -45,24 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="in-plane outline smoothing in voxels (default 0.5; 0 = mid-point outline); the voxel "
                      "centres inside each contour never change")
     exp.add_argument("--json", action="store_true", help="print the export report as JSON on stdout")
-    exp.set_defaults(rt_func=run_export)
+    exp.set_defaults(action_func=run_export)
 
     ls = rs.add_parser("list", help="ROIs of an RTSTRUCT with contour counts and mapped names")
     ls.add_argument("rtstruct", help="RTSTRUCT DICOM file")
     ls.add_argument("--mapping", help="ROI name mapping JSON")
     ls.add_argument("--site", default="default", help="site key in the mapping file")
     ls.add_argument("--json", action="store_true", help="print JSON")
-    ls.set_defaults(rt_func=run_list)
-    p.set_defaults(func=run, rt_help=p.format_help)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Dispatch to the chosen action; print help without one."""
-    func = getattr(args, "rt_func", None)
-    if func is None:
-        print(args.rt_help(), file=sys.stderr)
-        return 2
-    return int(func(args) or 0)
+    ls.set_defaults(action_func=run_list)
+    p.set_defaults(func=run_action, action_help=p.format_help)
 
 
 def _split(text: str | None) -> list[str] | None:

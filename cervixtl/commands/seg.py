@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ._common import run_action
+
 ORDER = 61
 
 
@@ -22,23 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--algorithm-type", default="SEMIAUTOMATIC", choices=["SEMIAUTOMATIC", "AUTOMATIC", "MANUAL"],
                      help="Segment Algorithm Type (default SEMIAUTOMATIC: AI proposal reviewed by a person)")
     exp.add_argument("--json", action="store_true", help="print the export report as JSON")
-    exp.set_defaults(seg_func=run_export)
+    exp.set_defaults(action_func=run_export)
     imp = sp.add_parser("import", help="DICOM SEG -> .seg.nrrd or label map")
     imp.add_argument("seg", help="DICOM SEG file")
     imp.add_argument("out", help="output .seg.nrrd or .nii.gz")
     imp.add_argument("--reference", help="CT (DICOM folder or image) whose grid the output should use")
     imp.add_argument("--json", action="store_true", help="print the segments as JSON")
-    imp.set_defaults(seg_func=run_import)
-    p.set_defaults(func=run, seg_help=p.format_help)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Dispatch to the chosen action; print help without one."""
-    func = getattr(args, "seg_func", None)
-    if func is None:
-        print(args.seg_help(), file=sys.stderr)
-        return 2
-    return int(func(args) or 0)
+    imp.set_defaults(action_func=run_import)
+    p.set_defaults(func=run_action, action_help=p.format_help)
 
 
 def run_export(args: argparse.Namespace) -> int:
