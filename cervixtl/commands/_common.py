@@ -51,3 +51,18 @@ def run_action(args: argparse.Namespace) -> int:
         print(args.action_help(), file=sys.stderr)
         return 2
     return int(func(args) or 0)
+
+
+def parse_name_list(text: str | None) -> list[str] | None:
+    """``"GTV, CTV"`` -> ``["GTV", "CTV"]`` (blank items dropped); None or empty -> None."""
+    if not text:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """Each warning as one ``cervixtl: warning: ...`` line on stderr."""
+    import sys
+
+    for w in warnings:
+        print(f"cervixtl: warning: {w}", file=sys.stderr)

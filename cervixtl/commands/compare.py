@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import add_progress_arg
+from ._common import add_progress_arg, parse_name_list
 
 ORDER = 64
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(f"--models needs 2 or 3 models, got {len(args.models)}")
     progress = Progress(args.progress)
     cases = load_cases(args.cases, args.cases_dir)
-    structs = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
+    structs = parse_name_list(args.structures)
     with cancel_on_signals(progress):
         res = compare_models(args.models, [(c.id, c.ct, c.final) for c in cases], registry=Registry(args.models_dir),
                              structures=structs, device=args.device, fast=not args.no_fast,

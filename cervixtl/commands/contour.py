@@ -9,7 +9,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ._common import add_progress_arg, parse_margin_mm
+from ._common import add_progress_arg, parse_margin_mm, print_warnings
 
 ORDER = 20
 
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         if args.progress == "json":  # keep stderr machine-readable for a GUI
             print(json.dumps({"stage": "warning", "fraction": 1.0, "message": w, "warning": w}), file=sys.stderr)
         else:
-            print(f"cervixtl: warning: {w}", file=sys.stderr)
+            print_warnings([w])
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

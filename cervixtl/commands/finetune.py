@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import add_progress_arg
+from ._common import add_progress_arg, parse_name_list
 
 ORDER = 62
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.check()
     progress = Progress(args.progress)
     cases = load_cases(args.cases, args.cases_dir)
-    labels = [t.strip() for t in args.labels.split(",") if t.strip()] if args.labels else None
+    labels = parse_name_list(args.labels)
     with cancel_on_signals(progress):
         card = finetune(None if scratch else args.source, [(c.id, c.ct, c.final) for c in cases], args.name,
                         config=cfg, registry=Registry(args.models_dir), labels=labels,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from ._common import run_action
+from ._common import parse_name_list, print_warnings, run_action
 
 ORDER = 60
 
@@ -58,31 +57,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_action, action_help=p.format_help)
 
 
-def _split(text: str | None) -> list[str] | None:
-    if not text:
-        return None
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _print_warnings(warnings: list[str]) -> None:
-    for w in warnings:
-        print(f"cervixtl: warning: {w}", file=sys.stderr)
-
-
 def run_import(args: argparse.Namespace) -> int:
     from ..io import write_segmentation
     from ..rt.roi_mapping import load_mapping
     from ..rt.rtstruct import import_rtstruct
 
     mapping = load_mapping(args.mapping, args.site)
-    seg, report = import_rtstruct(args.ct, args.rtstruct, rois=_split(args.rois), mapping=mapping,
+    seg, report = import_rtstruct(args.ct, args.rtstruct, rois=parse_name_list(args.rois), mapping=mapping,
                                   rename=not args.keep_names, allow_other_frame=args.ignore_frame_of_reference)
     if not seg.segments:
         from ..errors import BadInput
 
         raise BadInput(f"{args.rtstruct}: no ROI with contour points to import; nothing written")
     write_segmentation(seg, args.out)
-    _print_warnings(report.warnings)
+    print_warnings(report.warnings)
     d: dict[str, Any] = {"output": args.out, **report.to_dict()}
     if args.json:
         print(json.dumps(d, indent=2))
@@ -101,9 +89,9 @@ def run_export(args: argparse.Namespace) -> int:
 
     seg = read_segmentation(args.segmentation)
     out, report = export_rtstruct(args.ct, seg, args.out, label=args.structure_set_label,
-                                  names=_split(args.segments), min_area_mm2=args.min_area_mm2,
+                                  names=parse_name_list(args.segments), min_area_mm2=args.min_area_mm2,
                                   smooth_sigma=args.smooth)
-    _print_warnings(report["warnings"])
+    print_warnings(report["warnings"])
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -123,7 +111,7 @@ def run_list(args: argparse.Namespace) -> int:
     rows = [{"number": r.number, "name": r.name, "canonical": canonical_name(r.name, mapping),
              "interpreted_type": r.interpreted_type, "contours": len(r.contours), "points": r.n_points}
             for r in ss.rois]
-    _print_warnings(ss.warnings)
+    print_warnings(ss.warnings)
     if args.json:
         print(json.dumps({"label": ss.label, "rois": rows}, indent=2))
     else:

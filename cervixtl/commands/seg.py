@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from ._common import run_action
+from ._common import parse_name_list, print_warnings, run_action
 
 ORDER = 61
 
@@ -39,10 +38,9 @@ def run_export(args: argparse.Namespace) -> int:
     from ..rt.seg import export_seg
 
     seg = read_segmentation(args.segmentation)
-    names = [t.strip() for t in args.segments.split(",") if t.strip()] if args.segments else None
+    names = parse_name_list(args.segments)
     out, report = export_seg(args.ct, seg, args.out, names=names, algorithm_type=args.algorithm_type)
-    for w in report["warnings"]:
-        print(f"cervixtl: warning: {w}", file=sys.stderr)
+    print_warnings(report["warnings"])
     if args.json:
         print(json.dumps(report, indent=2))
     else:
