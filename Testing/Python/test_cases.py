@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,7 @@ from cervixtl.image import Image
 from cervixtl.io import read_image, read_segmentation, write_image, write_segmentation
 from cervixtl.phantom import make_phantom
 from cervixtl.segmentation import Segmentation
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from shared_data import DATA
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

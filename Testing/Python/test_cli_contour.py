@@ -19,6 +19,7 @@ from cervixtl.io import read_segmentation, write_image
 from cervixtl.models.networks import build_network, segresnet_card
 from cervixtl.models.package import save_package
 from cervixtl.models.registry import Registry
+from shared_data import DATA
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -209,9 +210,6 @@ def test_seg_nrrd_layers_match_slicerio():
     assert np.array_equal(voxels, ref["voxels"])
     for e, r in zip(entries, ref["segments"]):
         assert (e["layer"], e["labelValue"], e["extent"]) == (r["layer"], r["labelValue"], r["extent"])
-
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.mark.parametrize("src", ["totalseg_example/example_ct.nii.gz", "totalseg_example/example_ct_dicom"])

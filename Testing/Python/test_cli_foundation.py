@@ -15,8 +15,8 @@ from cervixtl.cli import main
 from cervixtl.image import Image
 from cervixtl.io import read_image, read_segmentation, write_image, write_segmentation
 from cervixtl.segmentation import Segmentation
+from shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TOTALSEG = DATA / "totalseg_example"
 
 

@@ -14,8 +14,8 @@ from pydicom.sequence import Sequence  # noqa: E402
 
 from cervixtl.errors import BadInput  # noqa: E402
 from cervixtl.rt import deid  # noqa: E402
+from shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CT_FILE = DATA / "rtstruct_with_mask" / "CT_1.dcm"
 RS_FILE = DATA / "rtstruct_with_mask" / "RS_Body_SpinalCord.dcm"
 

@@ -21,17 +21,11 @@ from cervixtl.image import Image  # noqa: E402
 from cervixtl.io import read_image, read_segmentation, write_segmentation  # noqa: E402
 from cervixtl.rt.seg import export_seg, read_seg  # noqa: E402
 from cervixtl.segmentation import Segmentation  # noqa: E402
+from shared_data import DATA, need
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SEGS = DATA / "dcmqi_seg" / "segmentations"
 CT3 = SEGS / "ct-3slice"
 TERM = Path(__file__).resolve().parents[2] / "Resources" / "CervixTL.term.json"
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared test data not found: {path} (see shared/data/README.md)")
-    return path
 
 
 def test_read_liver_seg_equals_labelmap() -> None:

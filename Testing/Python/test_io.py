@@ -18,22 +18,16 @@ from cervixtl.image import Image, reorient, resample_to_reference, resample_to_s
 from cervixtl.io import (read_ct, read_dicom_series, read_image, read_mask, read_segmentation, stem,
                          write_image, write_segmentation)
 from cervixtl.segmentation import Segmentation
+from shared_data import DATA, need
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TOTALSEG = DATA / "totalseg_example"
 SLICERIO = DATA / "slicerio_samples"
 RTUTILS = DATA / "rtutils_mock"
 
 
-def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real test data not found: {path} (see shared/data/README.md)")
-    return path
-
-
 # ---------------------------------------------------------------------------- NIfTI CT + label map (RAS)
 def test_nifti_ct_geometry_is_lps():
-    ct = read_ct(_need(TOTALSEG / "example_ct.nii.gz"))
+    ct = read_ct(need(TOTALSEG / "example_ct.nii.gz"))
     assert ct.size == (122, 101, 112) and ct.array.shape == (112, 101, 122)
     assert ct.spacing == pytest.approx((3.0, 3.0, 3.0))
     assert ct.origin == pytest.approx((177.956, -11.319, 94.302), abs=1e-3)
@@ -49,7 +43,7 @@ def test_nifti_ct_geometry_is_lps():
 
 
 def test_label_map_counts_and_names():
-    names = {int(k): v for k, v in json.loads(_need(TOTALSEG / "labels.json").read_text()).items()}
+    names = {int(k): v for k, v in json.loads(need(TOTALSEG / "labels.json").read_text()).items()}
     seg = read_segmentation(TOTALSEG / "example_seg.nii.gz", names=names)
     ct = read_image(TOTALSEG / "example_ct.nii.gz")
     assert seg.grid.same_geometry(ct)
@@ -65,7 +59,7 @@ def test_label_map_counts_and_names():
 
 def test_read_ct_refuses_label_map_and_read_mask_picks_labels():
     with pytest.raises(BadInput, match="not a CT|expected a CT"):
-        read_ct(_need(TOTALSEG / "example_seg.nii.gz"))
+        read_ct(need(TOTALSEG / "example_seg.nii.gz"))
     with pytest.raises(BadInput, match="--label"):
         read_mask(TOTALSEG / "example_seg.nii.gz")
     m = read_mask(TOTALSEG / "example_seg.nii.gz", label=104)
@@ -75,7 +69,7 @@ def test_read_ct_refuses_label_map_and_read_mask_picks_labels():
 
 
 def test_reorient_to_lps_keeps_physical_positions():
-    ct = read_image(_need(TOTALSEG / "example_ct.nii.gz"))
+    ct = read_image(need(TOTALSEG / "example_ct.nii.gz"))
     lps = reorient(ct, "LPS")
     assert lps.orientation_code() == "LPS" and np.allclose(lps.direction, np.eye(3))
     # RAS -> LPS flips x and y: same voxels, reversed
@@ -86,7 +80,7 @@ def test_reorient_to_lps_keeps_physical_positions():
 
 
 def test_resample_to_spacing_keeps_the_box_and_structure_position():
-    seg = read_image(_need(TOTALSEG / "example_seg.nii.gz"))
+    seg = read_image(need(TOTALSEG / "example_seg.nii.gz"))
     bl = seg.with_array(seg.array == 104)
     out = resample_to_spacing(bl, (2.0, 2.0, 2.0), label=True)
     assert out.size == (183, 152, 168)  # 3 mm -> 2 mm over the same extent (151.5 rounds to 152)
@@ -104,7 +98,7 @@ def test_resample_to_spacing_keeps_the_box_and_structure_position():
 
 
 def test_seg_nrrd_roundtrip_keeps_ras_geometry_names_and_masks(tmp_path):
-    names = {int(k): v for k, v in json.loads(_need(TOTALSEG / "labels.json").read_text()).items()}
+    names = {int(k): v for k, v in json.loads(need(TOTALSEG / "labels.json").read_text()).items()}
     seg = read_segmentation(TOTALSEG / "example_seg.nii.gz", names=names)
     small = Segmentation(seg.grid)
     for n in ("urinary_bladder", "sacrum", "hip_left"):
@@ -123,7 +117,7 @@ def test_seg_nrrd_roundtrip_keeps_ras_geometry_names_and_masks(tmp_path):
 
 # ---------------------------------------------------------------------------- DICOM series + LAS-flipped seg
 def test_dicom_series_geometry_and_hu():
-    ct = read_dicom_series(_need(TOTALSEG / "example_ct_dicom"))
+    ct = read_dicom_series(need(TOTALSEG / "example_ct_dicom"))
     assert ct.size == (512, 512, 20)
     assert ct.spacing == pytest.approx((0.9766, 0.9766, 2.0), abs=1e-3)
     assert ct.origin == pytest.approx((-249.512, -437.512, -804.5), abs=1e-3)
@@ -133,7 +127,7 @@ def test_dicom_series_geometry_and_hu():
 
 
 def test_las_flipped_seg_resamples_onto_dicom_grid_as_a_y_flip():
-    ct = read_dicom_series(_need(TOTALSEG / "example_ct_dicom"))
+    ct = read_dicom_series(need(TOTALSEG / "example_ct_dicom"))
     seg = read_image(TOTALSEG / "example_seg_dicom_v2.nii.gz")
     assert seg.orientation_code() == "LAS" and not seg.same_geometry(ct)
     on_ct = resample_to_reference(seg, ct, label=True)
@@ -144,7 +138,7 @@ def test_las_flipped_seg_resamples_onto_dicom_grid_as_a_y_flip():
 
 
 def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
-    files = sorted(_need(TOTALSEG / "example_ct_dicom").iterdir())
+    files = sorted(need(TOTALSEG / "example_ct_dicom").iterdir())
     dcm = [f for f in files if f.is_file()]
     ct = read_dicom_series(TOTALSEG / "example_ct_dicom")
     inner = Path(ct.meta["files"][10]).name  # a slice from the middle of the sorted series
@@ -156,7 +150,7 @@ def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
 
 
 def test_oblique_series_geometry_and_axis_directions_refused():
-    img = read_image(_need(RTUTILS / "oriented_data"))
+    img = read_image(need(RTUTILS / "oriented_data"))
     assert img.size == (100, 50, 3)
     assert img.spacing[:2] == pytest.approx((2.5, 3.5))
     d = img.direction
@@ -169,7 +163,7 @@ def test_oblique_series_geometry_and_axis_directions_refused():
 
 # ---------------------------------------------------------------------------- NRRD + Slicer .seg.nrrd
 def test_nrrd_with_negative_directions_and_slicer_segmentation():
-    ct = read_image(_need(SLICERIO / "CTChest4.nrrd"))
+    ct = read_image(need(SLICERIO / "CTChest4.nrrd"))
     assert ct.size == (128, 128, 34)
     assert ct.spacing == pytest.approx((3.0469, 3.0469, 10.0), abs=1e-3)
     assert ct.origin == pytest.approx((193.096, 216.396, -340.25), abs=1e-3)
@@ -182,7 +176,7 @@ def test_nrrd_with_negative_directions_and_slicer_segmentation():
 
 
 def test_overlapping_seg_nrrd_layers():
-    seg = read_segmentation(_need(SLICERIO / "SegmentationOverlapping.seg.nrrd"))
+    seg = read_segmentation(need(SLICERIO / "SegmentationOverlapping.seg.nrrd"))
     assert len(seg.segments) == 8 and seg.overlapping()
     sphere = seg.segments[-1]
     assert sphere.voxels == 19139

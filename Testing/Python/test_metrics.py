@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ from cervixtl.image import Image
 from cervixtl.metrics import evaluate_masks, evaluate_segmentations, json_safe, surface_voxels
 from cervixtl.segmentation import Segmentation
 from cervixtl.stats import describe, paired_wilcoxon
+from shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TOTALSEG = DATA / "totalseg_example"
 
 

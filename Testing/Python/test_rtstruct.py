@@ -21,18 +21,12 @@ from cervixtl.io import read_image, read_segmentation  # noqa: E402
 from cervixtl.rt import rtstruct as rt  # noqa: E402
 from cervixtl.rt.contours import fill_polygons, mask_outlines  # noqa: E402
 from cervixtl.segmentation import Segmentation  # noqa: E402
+from shared_data import DATA, need
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 GOLD = DATA / "rtstruct_with_mask"
 ECLIPSE = DATA / "slicerrt_eclipse_prostate"
 MOCK = DATA / "rtutils_mock"
 TSEG = DATA / "totalseg_example"
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared test data not found: {path.name} (see shared/data/README.md)")
-    return path
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
