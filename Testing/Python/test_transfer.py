@@ -86,6 +86,35 @@ def test_own_package_as_source(tmp_path):
     assert report["reinitialised"] == 2 and report["loaded"] == len(src.state_dict()) - 2
 
 
+def test_new_label_set_keeps_the_output_channels_of_kept_labels(tmp_path):
+    """Source organs (Brainstem, Mandible) -> new model (Mandible, PTV70, Brainstem): the Mandible and
+    Brainstem output rows of the head come from the source's rows 1 and 0, PTV70's row is freshly initialised;
+    with softmax the background channel 0 is kept as well."""
+    from cervixtl.training import output_channel_map
+
+    for output, first in (("sigmoid", 0), ("softmax", 1)):
+        src_card = segresnet_card("src", ["Brainstem", "Mandible"], init_filters=4, output=output)
+        src = build_network(src_card)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for prm in src.parameters():
+                prm.add_(torch.randn_like(prm))
+        new_card = segresnet_card("new", ["mandible", "PTV70", "Brainstem"], init_filters=4, output=output)
+        cmap = output_channel_map(src_card, new_card)
+        assert cmap == ({0: 1 + first, 2: 0 + first} if first == 0 else {0: 0, 1: 2, 3: 1})
+        net = build_network(new_card)
+        report = load_matching_weights(net, src.state_dict(), cmap)
+        assert len(report["partial_names"]) == 2  # the head's weight and bias
+        for name in report["partial_names"]:
+            got, want = net.state_dict()[name], src.state_dict()[name]
+            for new_c, src_c in cmap.items():
+                assert torch.equal(got[new_c], want[src_c]), (output, name, new_c)
+            ptv = 1 + first
+            assert not any(torch.equal(got[ptv], want[c]) for c in range(want.shape[0]))
+    assert output_channel_map(segresnet_card("a", ["X"], output="sigmoid"),
+                              segresnet_card("b", ["X"], output="softmax")) == {}
+
+
 def test_freeze_strategies():
     net = build_network(segresnet_card("f", ["GTV", "CTV"], init_filters=4))
     names = [n for n, _ in net.named_parameters()]

@@ -78,15 +78,23 @@ def normalise_names(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
-def load_matching_weights(net: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+def load_matching_weights(net: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
+                          channel_map: Mapping[int, int] | None = None) -> dict[str, Any]:
     """Copy every source tensor whose (prefix-stripped) name and shape match a tensor of ``net``.
 
     Tensors of ``net`` with no source counterpart of the same shape (e.g. the output head when the label set
     differs) are re-initialised with their module's ``reset_parameters`` (fresh random init).
 
+    Args:
+        channel_map: ``{new output channel: source output channel}`` for a label set that changed (e.g. organs
+            kept, a target added): in a tensor that differs from its source only in the first (output-channel)
+            dimension, those rows are copied from the source, so kept structures keep their trained output
+            weights and only the new channels start from random.
+
     Returns:
         ``{"loaded": n, "reinitialised": n, "skipped": n, "loaded_names": [...], "reinitialised_names": [...],
-        "skipped_names": [...]}``; skipped = source tensors not used (no such name or other shape).
+        "skipped_names": [...], "partial_names": [...]}``; skipped = source tensors not used (no such name or
+        other shape); partial = head tensors whose mapped channels were copied (also counted as re-initialised).
     """
     src = normalise_names(state_dict)
     own = net.state_dict()
@@ -96,9 +104,15 @@ def load_matching_weights(net: torch.nn.Module, state_dict: Mapping[str, torch.T
     loaded: list[str] = []
     new_state: dict[str, torch.Tensor] = {}
     used: set[str] = set()
+    rows: dict[str, torch.Tensor] = {}  # own key -> source tensor whose mapped rows are copied after re-init
     for skey, tensor in src.items():
         okey = skey if skey in own_keys else own_norm.get(skey)
-        if okey is None or tuple(own[okey].shape) != tuple(tensor.shape):
+        if okey is None:
+            continue
+        if tuple(own[okey].shape) != tuple(tensor.shape):
+            if channel_map and own[okey].dim() == tensor.dim() and own[okey].shape[1:] == tensor.shape[1:]:
+                rows[okey] = tensor
+                used.add(skey)
             continue
         new_state[okey] = tensor.to(dtype=own[okey].dtype)
         loaded.append(okey)
@@ -106,10 +120,18 @@ def load_matching_weights(net: torch.nn.Module, state_dict: Mapping[str, torch.T
     reinit = sorted(k for k in own if k not in new_state and own[k].is_floating_point()
                     and not k.endswith("num_batches_tracked"))
     _reset_modules(net, reinit)
+    fresh = net.state_dict()
+    for okey, tensor in rows.items():
+        t = fresh[okey].clone()
+        for new_c, src_c in (channel_map or {}).items():
+            if 0 <= new_c < t.shape[0] and 0 <= src_c < tensor.shape[0]:
+                t[new_c] = tensor[src_c].to(dtype=t.dtype)
+        new_state[okey] = t
     net.load_state_dict(new_state, strict=False)
     skipped = sorted(k for k in src if k not in used)
     return {"loaded": len(loaded), "reinitialised": len(reinit), "skipped": len(skipped),
-            "loaded_names": sorted(loaded), "reinitialised_names": reinit, "skipped_names": skipped}
+            "loaded_names": sorted(loaded), "reinitialised_names": reinit, "skipped_names": skipped,
+            "partial_names": sorted(rows)}
 
 
 def _reset_modules(net: torch.nn.Module, names: list[str]) -> None:
