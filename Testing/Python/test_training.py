@@ -106,6 +106,23 @@ def test_uncontoured_structure_is_left_out_of_the_loss():
     assert pc.missing == ["Bladder"] and (pc.labels[2] == 255).all()
 
 
+def test_batch_dice_pools_the_batch():
+    """Analytic check of ``batch_dice``: sample 0 has no truth but 10 predicted voxels, sample 1 is predicted
+    perfectly (10 voxels). Per-sample Dice losses are 1 and 0 (mean 1/2); pooled over the batch the Dice is
+    2*10 / (20 + 10), so the loss is 1/3. The cross-entropy part is the same for both."""
+    from cervixtl.training import make_loss
+
+    y = torch.zeros(2, 1, 2, 4, 4)
+    y[1, 0, 0, :, :].view(-1)[:10] = 1.0
+    pred = torch.zeros_like(y)
+    pred[0, 0, 1, :, :].view(-1)[:10] = 1.0
+    pred[1] = y[1]
+    logits = (pred * 2 - 1) * 30.0  # sigmoid exactly 0 or 1
+    per_sample = make_loss("sigmoid")(logits, y)
+    pooled = make_loss("sigmoid", batch_dice=True)(logits, y)
+    assert float(per_sample - pooled) == pytest.approx(0.5 - 1.0 / 3.0, abs=1e-4)
+
+
 def test_split_cases():
     tr, va = split_cases([f"c{i}" for i in range(10)], 0.2, seed=3)
     assert len(va) == 2 and not set(tr) & set(va) and len(tr) == 8
@@ -216,3 +233,41 @@ def test_cli_finetune_from_case_library(tmp_path, cases):
     assert out["name"] == "cli-model" and out["training"]["sites"] == ["A"] and out["parent"]["name"] == "src"
     bad = subprocess.run(cmd[:-3] + ["--freeze", "half"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "freeze" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_finetune_under_torchrun_two_processes(tmp_path, cases):
+    """DistributedDataParallel path: two CPU processes (gloo) under torchrun train one model together; only
+    rank 0 reports and writes the new registry version, and the card records the world size."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
+    from cervixtl.cases import CaseLibrary
+    from cervixtl.models.networks import build_network
+    from cervixtl.models.package import save_package
+
+    lib = CaseLibrary(tmp_path / "cases")
+    for _, ct, seg in cases:
+        lib.add(ct, seg, site="B")
+    src = tiny_card("src")
+    save_package(tmp_path / "src-pkg", src, build_network(src).state_dict())
+    Registry(tmp_path / "models").add(tmp_path / "src-pkg")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "cervixtl", "finetune", "--source", "src", "--cases", "all", "--name", "ddp-model",
+           "--freeze", "encoder", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "1",
+           "--device", "cpu", "--threads", "1", "--models-dir", str(tmp_path / "models"),
+           "--cases-dir", str(tmp_path / "cases"), "--progress", "json", "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)  # one JSON document: rank 1 printed nothing
+    assert out["name"] == "ddp-model" and out["training"]["world_size"] == 2
+    assert out["training"]["steps"] == 4 and out["training"]["frozen_tensors"] > 0
+    validations = [json.loads(ln) for ln in r.stderr.splitlines() if ln.startswith("{")
+                   and json.loads(ln)["stage"] == "validate"]
+    assert len(validations) == 2  # rank 0 alone validates and reports, once per epoch
+    reg = Registry(tmp_path / "models")
+    assert reg.versions("ddp-model") == ["1"]
+    card, net = reg.load("ddp-model")
+    assert card.parent["name"] == "src"
+    assert not (tmp_path / "models" / ".work" / "ddp-model").exists()

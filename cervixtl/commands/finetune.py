@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from ._common import add_progress_arg, parse_name_list
 
@@ -21,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="case ids (comma-separated), 'all', a case folder or a case-library folder")
     p.add_argument("--name", required=True, help="name of the new model in the registry")
     p.add_argument("--labels", default=None,
-                   help="comma-separated label names of the new model (default: the source's); new labels get "
-                   "a new output layer")
+                   help="comma-separated label names of the new model (default: the source's); labels the "
+                   "source has keep their trained output channels, new labels start from random")
     p.add_argument("--freeze", default="none", help="none, encoder or all-but-last-N (default none)")
     lim = p.add_mutually_exclusive_group()
     lim.add_argument("--epochs", type=int, default=None, help="number of epochs (default 20)")
@@ -35,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of cases held out for validation")
     p.add_argument("--patience", type=int, default=8, help="validations without improvement before early stop")
     p.add_argument("--focal", action="store_true", help="Dice + focal loss instead of Dice + cross-entropy")
+    p.add_argument("--batch-dice", action="store_true",
+                   help="Dice over the whole batch per structure (helps small organs on real CT)")
     p.add_argument("--no-augment", action="store_true", help="no mirror/rotation/scale/intensity augmentation")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -60,9 +63,12 @@ def run(args: argparse.Namespace) -> int:
                       max_steps=args.max_steps, batch_size=args.batch_size,
                       lr=args.lr if args.lr is not None else (2e-3 if scratch else 5e-4), freeze=args.freeze,
                       val_fraction=args.val_fraction, patience=args.patience, focal=args.focal,
-                      augment=not args.no_augment, seed=args.seed, device=args.device, threads=args.threads)
+                      batch_dice=args.batch_dice, augment=not args.no_augment, seed=args.seed, device=args.device,
+                      threads=args.threads)
     cfg.check()
-    progress = Progress(args.progress)
+    # Under torchrun (several processes, one per GPU) only rank 0 reports progress and the result.
+    lead = int(os.environ.get("RANK", "0")) == 0
+    progress = Progress(args.progress if lead else "none")
     cases = load_cases(args.cases, args.cases_dir)
     labels = parse_name_list(args.labels)
     with cancel_on_signals(progress):
@@ -70,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
                         config=cfg, registry=Registry(args.models_dir), labels=labels,
                         sites=[str(c.info.get("site") or "") for c in cases], activate=args.activate,
                         resume=args.resume, progress=progress)
+    if not lead:
+        return 0
     if args.json:
         print(json.dumps(card_summary(card), indent=2))
     else:
