@@ -1,0 +1,49 @@
+"""The two transfer-learning benchmarks run end to end in their tiny ``--quick`` form (a few CPU steps).
+
+These check that the scripts whose figures the README reports still run against the current engine and
+write their summary files; the figures themselves come from the full-length runs documented in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared_data import DATA, need
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--device", "cpu", "--threads", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_synthetic_transfer_benchmark_quick(tmp_path):
+    r = _run("bench_transfer.py", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (run,) = summary["runs"]
+    assert run["n"] == 2 and run["steps"] == {"T": 2, "ST": 2}
+    assert set(run["mean_dice"]) == {"cervixtl-demo@1", "bench-T2@1", "bench-ST2@1"}
+    assert (tmp_path / "n2" / "compare.csv").exists() and (tmp_path / "n2" / "compare.png").exists()
+
+
+@pytest.mark.slow
+def test_openkbp_benchmark_quick(tmp_path):
+    data = need(DATA / "openkbp" / "labels.json").parent
+    r = _run("bench_openkbp.py", "--data", str(data), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["mean_dice"]) == {"kbp-S@1", "kbp-T@1", "kbp-ST@1"}
+    # Model_S never learned PTV70 (organs only): it is not scored on it, the site-B models are
+    assert summary["p_ST_vs_T"].keys() >= {"PTV70", "Mandible"}
+    assert summary["training"]["Model_ST"]["train_case_ids"] and (tmp_path / "compare.csv").exists()
+    # a second run reuses the three trained models instead of training again
+    again = _run("bench_openkbp.py", "--data", str(data), "--out", str(tmp_path), "--stage", "compare")
+    assert again.returncode == 0 and "kept" not in again.stdout and "mean Dice on 3 held-out" in again.stdout
