@@ -40,6 +40,15 @@ def add_progress_arg(p: argparse.ArgumentParser) -> None:
                    help="progress on stderr: none, text, or JSON lines (stage, fraction, message) for a GUI")
 
 
+def add_action(actions: argparse._SubParsersAction, name: str, help_: str, folder_flag: str,
+               folder_help: str) -> argparse.ArgumentParser:
+    """Action parser ``name`` of a command group whose folder option (``folder_flag``, e.g. ``--cases-dir``)
+    may also follow the action; given there it overrides the group's value, absent it leaves it alone."""
+    sp = actions.add_parser(name, help=help_, description=help_)
+    sp.add_argument(folder_flag, default=argparse.SUPPRESS, help=folder_help)
+    return sp
+
+
 def run_action(args: argparse.Namespace) -> int:
     """Run the action chosen under a command group (``set_defaults(action_func=...)`` on each action parser,
     ``set_defaults(func=run_action, action_help=parser.format_help)`` on the group); without an action, print

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._common import add_action
+
 ORDER = 60
 
 
@@ -14,25 +16,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "under a random case id, with no patient-identifying data.")
     p.add_argument("--cases-dir", default=None, help="case library folder (default $CERVIXTL_CASES_DIR)")
     csub = p.add_subparsers(dest="cases_command", metavar="ACTION")
-    a = csub.add_parser("add", help="add a case; prints its id")
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        return add_action(csub, name, help_, "--cases-dir", "case library folder")
+
+    a = add("add", "add a case; prints its id")
     a.add_argument("ct", help="CT image file or DICOM series folder (HU)")
     a.add_argument("final_labels", help="final contours: .seg.nrrd or label map (+ sidecar JSON) on the CT grid")
     a.add_argument("--proposal", default=None, help="the model's original proposal, same formats")
     a.add_argument("--site", default=None, help="site / protocol name (letters, digits, . _ -)")
-    a.add_argument("--cases-dir", default=argparse.SUPPRESS, help="case library folder")
     a.set_defaults(func=run_add)
-    ls = csub.add_parser("list", help="list the cases")
+    ls = add("list", "list the cases")
     ls.add_argument("--json", action="store_true", help="print JSON")
-    ls.add_argument("--cases-dir", default=argparse.SUPPRESS, help="case library folder")
     ls.set_defaults(func=run_list)
-    sh = csub.add_parser("show", help="show one case")
+    sh = add("show", "show one case")
     sh.add_argument("id", help="case id (case-xxxxxxxx)")
     sh.add_argument("--json", action="store_true", help="print JSON")
-    sh.add_argument("--cases-dir", default=argparse.SUPPRESS, help="case library folder")
     sh.set_defaults(func=run_show)
-    rm = csub.add_parser("remove", help="delete one case")
+    rm = add("remove", "delete one case")
     rm.add_argument("id", help="case id (case-xxxxxxxx)")
-    rm.add_argument("--cases-dir", default=argparse.SUPPRESS, help="case library folder")
     rm.set_defaults(func=run_remove)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 

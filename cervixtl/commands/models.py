@@ -7,6 +7,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from ._common import add_action
+
 ORDER = 30
 
 
@@ -18,9 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
-        sp = msub.add_parser(name, help=help_, description=help_)
-        sp.add_argument("--models-dir", default=argparse.SUPPRESS, help="registry folder")
-        return sp
+        return add_action(msub, name, help_, "--models-dir", "registry folder")
 
     sp = add("list", "list registered models and versions (* = active)")
     sp.add_argument("--json", action="store_true", help="print JSON")
