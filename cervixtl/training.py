@@ -358,6 +358,11 @@ def validate(net: torch.nn.Module, cases: Sequence[PreparedCase], card: Any, dev
 
 
 # ============================================================================ distributed helpers
+def is_lead_process() -> bool:
+    """True unless this is a rank other than 0 of a ``torchrun`` job (only rank 0 reports and writes)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _dist_setup() -> tuple[int, int, int]:
     """(rank, world size, local rank); initialises the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -679,11 +684,11 @@ def finetune(source: str | None, cases: Sequence[tuple[str, Image, Segmentation]
         kept = output_channel_map(src_card, card)
         load_report = load_matching_weights(net, src_net.state_dict(), kept)
         parent = {"name": src_card.name, "version": src_card.version, "sha256": src_card.weights.get("sha256")}
+        copied = (f"; output channels of {len(kept)} kept labels copied from the source"
+                  if load_report["partial_names"] else "")
         derivation = (f"fine-tuned from {src_card.spec} on {len(cases)} cases with freeze={config.freeze} "
-                      f"({load_report['loaded']} tensors loaded, {load_report['reinitialised']} re-initialised")
-        if load_report["partial_names"]:
-            derivation += f"; output channels of {len(kept)} kept labels copied from the source"
-        derivation += ")"
+                      f"({load_report['loaded']} tensors loaded, {load_report['reinitialised']} re-initialised"
+                      f"{copied})")
     frozen = freeze(net, config.freeze)
     progress("prepare", 0.0, f"resampling {len(cases)} cases to {card.spacing_mm} mm")
     ids = [c[0] for c in cases]
@@ -721,7 +726,7 @@ def finetune(source: str | None, cases: Sequence[tuple[str, Image, Segmentation]
     import datetime as _dt
 
     card.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes the new version
+    if not is_lead_process():  # under torchrun only rank 0 writes the new version
         return card
     reg.root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-{version}.", dir=reg.root))
@@ -752,4 +757,4 @@ def card_summary(card: Any) -> dict[str, Any]:
 
 __all__ = ["TrainConfig", "PreparedCase", "TrainResult", "prepare_case", "sample_patch", "sample_batch", "augment",
            "lr_swap_pairs", "output_channel_map", "make_loss", "validate", "train", "finetune", "default_card",
-           "split_cases", "card_summary", "DEFAULT_LABELS"]
+           "split_cases", "card_summary", "is_lead_process", "DEFAULT_LABELS"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from ._common import add_progress_arg, parse_name_list
 
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cases import load_cases
     from ..models.registry import Registry
     from ..progress import Progress, cancel_on_signals
-    from ..training import TrainConfig, card_summary, finetune
+    from ..training import TrainConfig, card_summary, finetune, is_lead_process
 
     scratch = args.source.strip().lower() == "none"
     epochs = args.epochs if (args.epochs is not None or args.minutes is not None) else 20
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                       threads=args.threads)
     cfg.check()
     # Under torchrun (several processes, one per GPU) only rank 0 reports progress and the result.
-    lead = int(os.environ.get("RANK", "0")) == 0
+    lead = is_lead_process()
     progress = Progress(args.progress if lead else "none")
     cases = load_cases(args.cases, args.cases_dir)
     labels = parse_name_list(args.labels)
