@@ -23,6 +23,7 @@ stopped continues from its checkpoint with ``--resume``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -60,8 +61,9 @@ def load_case(case_id: str, data: Path = DATA):
     return case_id, ct, seg
 
 
-def _train(name, source, cases, labels, reg, args, *, minutes, lr, freeze="none", kw=None):
-    """One training stage: a registered model ``name`` (kept if it is already in ``reg``)."""
+def _train(name, source, load_cases, labels, reg, args, *, minutes, lr, freeze="none", kw=None):
+    """One training stage: a registered model ``name`` (kept if it is already in ``reg``; the cases are read,
+    by calling ``load_cases()``, only when it is trained)."""
     from cervixtl.progress import Progress
     from cervixtl.training import TrainConfig, default_card, finetune
 
@@ -75,7 +77,7 @@ def _train(name, source, cases, labels, reg, args, *, minutes, lr, freeze="none"
                       val_fraction=args.val_fraction, batch_dice=True, seed=args.seed, device=args.device)
     base = default_card(name, labels, **kw) if source is None else None
     t0 = time.time()
-    card = finetune(source, cases, name, registry=reg, labels=labels, progress=Progress("text"), base_card=base,
+    card = finetune(source, load_cases(), name, registry=reg, labels=labels, progress=Progress("text"), base_card=base,
                     config=cfg, resume=args.resume)
     print(f"{name}: best val Dice {card.training['val_mean_dice']} at step {card.training['best_step']}/"
           f"{card.training['steps']} ({time.time() - t0:.0f} s)", flush=True)
@@ -128,17 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     kw = dict(spacing_mm=(args.spacing,) * 3, patch_size=(32, 64, 64), window_hu=(-200.0, 300.0),
               ptv_margin_mm=0.0)
     labels = ORGANS + TARGET
+    source_cases = functools.cache(lambda: [load_case(c, data) for c in SITE_A[: args.source_cases]])
+    few_shot = functools.cache(lambda: [load_case(c, data) for c in FEW_SHOT[: args.k]])
     if args.stage in ("all", "source"):
-        src_cases = [load_case(c, data) for c in SITE_A[: args.source_cases]]
-        _train("kbp-S", None, src_cases, ORGANS, reg, args, minutes=args.source_minutes or None,
+        _train("kbp-S", None, source_cases, ORGANS, reg, args, minutes=args.source_minutes or None,
                lr=args.lr_scratch, kw=kw)
     if args.stage in ("all", "target"):
-        few = [load_case(c, data) for c in FEW_SHOT[: args.k]]
-        _train("kbp-T", None, few, labels, reg, args, minutes=args.target_minutes or None, lr=args.lr_scratch,
-               kw=kw)
-        _train("kbp-ST", "kbp-S", few, labels, reg, args, minutes=args.target_minutes or None,
-               lr=args.lr_finetune,
-               freeze=args.freeze)
+        _train("kbp-T", None, few_shot, labels, reg, args, minutes=args.target_minutes or None,
+               lr=args.lr_scratch, kw=kw)
+        _train("kbp-ST", "kbp-S", few_shot, labels, reg, args, minutes=args.target_minutes or None,
+               lr=args.lr_finetune, freeze=args.freeze)
     if args.stage not in ("all", "compare"):
         return 0
     held = [load_case(c, data) for c in HELD_OUT[: args.held_out]]
