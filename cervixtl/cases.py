@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInput, CervixTLError
-from .fileio import atomic_dir
+from .atomic import atomic_dir
 from .image import Image
 from .segmentation import Segment, Segmentation
 

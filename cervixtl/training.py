@@ -391,7 +391,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a training checkpoint atomically (tensors, numbers, strings and lists only)."""
-    from .fileio import atomic_path
+    from .atomic import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save(state, str(tmp))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BadInput, ModelError
-from ..fileio import atomic_path
+from ..atomic import atomic_path
 
 CHUNK = 1 << 20
 

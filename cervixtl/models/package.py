@@ -17,7 +17,7 @@ from typing import Mapping
 import torch
 
 from ..errors import CervixTLError, ModelError
-from ..fileio import atomic_dir
+from ..atomic import atomic_dir
 from .card import ModelCard
 
 CARD_FILE = "model.json"

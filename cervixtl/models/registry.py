@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..errors import CervixTLError, ModelError
-from ..fileio import write_json_atomic
+from ..atomic import write_json_atomic
 from .card import ModelCard
 from .package import copy_package, load_package, verify_package
 
