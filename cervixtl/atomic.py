@@ -1,9 +1,11 @@
 """Atomic file writing: never leave a half-written output behind.
 
 Every writer in CervixTL writes to a temporary file in the destination folder and renames it over the
-destination only when the write has finished (``os.replace`` is atomic on POSIX and Windows for files on the
-same file system). A failure (full disk, exception, cancel) removes the temporary file and leaves any
-existing destination untouched.
+destination only when the write has finished and been verified (``os.replace`` is atomic on POSIX and Windows
+for files on the same file system). A failure (full disk, exception, cancel, SIGTERM) removes the temporary
+file and leaves any existing destination untouched. Temporary names carry the writer's process id
+(``.<name>.pid<N>.<random>.part``), so :func:`sweep_stale` can remove those of a process that was killed
+outright (SIGKILL, power loss) the next time the folder is written to.
 """
 
 from __future__ import annotations
@@ -12,15 +14,74 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import BadInput, CervixTLError
 
-__all__ = ["atomic_dir", "atomic_path", "check_writable_dir", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_dir", "atomic_path", "check_writable_dir", "sweep_stale", "temp_prefix", "write_json_atomic",
+           "write_text_atomic"]
+
+#: Temporary names written by :func:`temp_prefix`: ``.<anything>.pid<N>.<random>[.part|.removed|...]``.
+_TEMP_RE = re.compile(r"^\..*\.pid(\d+)\.")
+#: Temporary folders of older versions (no process id) are swept when older than this (seconds).
+_LEGACY_AGE_S = 24 * 3600
+_LEGACY_RE = re.compile(r"^(\.import-|\..+\.(part|removed)$|\..+\.part\.)")
+
+
+def temp_prefix(name: str) -> str:
+    """Prefix of a temporary file or folder beside ``name`` that :func:`sweep_stale` recognises."""
+    return f".{name}.pid{os.getpid()}."
+
+
+def _owner_alive(pid: int, mtime: float) -> bool:
+    """True when process ``pid`` runs and was started before the temporary entry was last changed."""
+    if pid == os.getpid():
+        return True
+    try:
+        import psutil
+
+        return psutil.pid_exists(pid) and psutil.Process(pid).create_time() <= mtime + 1.0
+    except Exception:  # noqa: BLE001 - psutil missing, access denied or the process just ended
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
+
+
+def sweep_stale(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and folders in ``folder`` left by CervixTL processes that no longer run
+    (killed before they could clean up); returns what was removed. Entries of running processes are kept."""
+    root = Path(folder)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for entry in root.iterdir():
+        m = _TEMP_RE.match(entry.name)
+        try:
+            mtime = entry.lstat().st_mtime
+        except OSError:
+            continue
+        if m:
+            stale = not _owner_alive(int(m.group(1)), mtime)
+        else:
+            stale = bool(_LEGACY_RE.match(entry.name)) and time.time() - mtime > _LEGACY_AGE_S
+        if not stale:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            _remove_quietly(entry)
+        removed.append(entry)
+    return removed
 
 
 def _suffixes(path: Path) -> str:
@@ -64,7 +125,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if dest.is_dir():
         raise BadInput(f"cannot write {dest}: it is a folder")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part" + _suffixes(dest), dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=".part" + _suffixes(dest),
+                                   dir=dest.parent)
         os.close(fd)
     except OSError as exc:
         raise BadInput(f"cannot write {dest}: {exc.strerror or exc}") from None
@@ -94,7 +156,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     if dest.exists():
         raise CervixTLError(f"{dest} already exists")
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest.name), suffix=".part", dir=dest.parent))
     except OSError as exc:
         raise BadInput(f"cannot write {dest}: {exc.strerror or exc}") from None
     try:

@@ -50,8 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .progress import signals_raise_cancelled
+
     try:
-        rc = args.func(args)
+        with signals_raise_cancelled():
+            rc = args.func(args)
         return int(rc or 0)
     except Cancelled as exc:
         print(f"cervixtl: cancelled: {exc}", file=sys.stderr)
