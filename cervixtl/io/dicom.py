@@ -8,7 +8,6 @@ would read it with one mean spacing and every contour would sit off the slice it
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -126,11 +125,9 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None, 
 
 
 def _note(text: str) -> None:
-    """One ``cervixtl: note:`` line on stderr (not while a caller silences warnings for JSON output)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.warn(text, UserWarning, stacklevel=3)
-    if caught:  # the caller has not silenced warnings
-        print(f"cervixtl: note: {text}", file=sys.stderr)
+    """A console note (the CLI prints warnings as one ``cervixtl: warning:`` line; callers that need quiet
+    stderr, such as ``--progress json``, silence warnings)."""
+    warnings.warn(text, UserWarning, stacklevel=3)
 
 
 def _positions(files: list[str]) -> list[tuple[float, str]] | None:
