@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from ..errors import BadInput
 from ..image import Image
 from .checks import check_finite
-from .names import first_line
+from .names import c_stderr_silenced, first_line
 
 __all__ = ["SLICE_STEP_TOLERANCE", "list_dicom_series", "read_dicom_series"]
 
@@ -101,7 +101,8 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None, 
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
-        img = reader.Execute()
+        with c_stderr_silenced():
+            img = reader.Execute()
     except RuntimeError as exc:
         raise BadInput(f"{folder}: cannot read DICOM series ({first_line(exc)})") from None
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:

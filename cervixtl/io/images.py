@@ -19,7 +19,7 @@ from ..atomic import atomic_path
 from ..errors import BadInput
 from ..image import Image
 from .checks import check_complete_gzip, check_ct, check_finite, check_image_file
-from .names import IMAGE_SUFFIXES, first_line, format_name, is_dicom_file, lower_name
+from .names import IMAGE_SUFFIXES, c_stderr_silenced, first_line, format_name, is_dicom_file, lower_name
 
 __all__ = ["read_ct", "read_image", "verify_image_file", "write_image"]
 
@@ -47,7 +47,8 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None, *, quiet:
         raise BadInput(f"{p}: empty file (0 bytes), not an image")
     check_image_file(p)
     try:
-        img = sitk.ReadImage(str(p))
+        with c_stderr_silenced():
+            img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         raise BadInput(f"{p}: not a readable image ({first_line(exc)})") from None
     if img.GetDimension() == 2 or (img.GetDimension() == 3 and img.GetSize()[2] == 1 and lower_name(p).endswith(".dcm")):
@@ -92,9 +93,12 @@ def write_image(img: Image, path: str | os.PathLike, compress: bool = True) -> P
     sitk_img = img.to_sitk()
     with atomic_path(p) as tmp:
         try:
-            sitk.WriteImage(sitk_img, str(tmp), compress)
+            with c_stderr_silenced():
+                sitk.WriteImage(sitk_img, str(tmp), compress)
         except RuntimeError as exc:
-            raise BadInput(f"cannot write {p}: {first_line(exc)}{_disk_hint(p)}") from None
+            if _disk_hint(p):
+                raise BadInput(f"disk full while writing {p}; nothing was written") from None
+            raise BadInput(f"cannot write {p}: {first_line(exc)}") from None
         verify_image_file(tmp, sitk_img, p)
     return p
 
@@ -119,10 +123,8 @@ def verify_image_file(tmp: Path, written: sitk.Image, dest: Path | None = None) 
             reader.ReadImageInformation()
             if tuple(reader.GetSize()[:3]) != tuple(written.GetSize()):
                 problem = f"size {reader.GetSize()} read back, {written.GetSize()} written"
-        n_bytes = written.GetNumberOfPixels() * written.GetSizeOfPixelComponent()
-        if problem is None and lower_name(tmp).endswith((".nii", ".mha", ".nrrd")) and not _compressed(tmp):
-            if tmp.stat().st_size < n_bytes:
-                problem = f"{tmp.stat().st_size} bytes on disk, {n_bytes} voxel bytes written"
+        if problem is None:
+            problem = _data_problem(tmp, written.GetNumberOfPixels() * written.GetSizeOfPixelComponent())
     except BadInput as exc:
         problem = str(exc).split(": ", 1)[-1]
     except RuntimeError as exc:
@@ -132,18 +134,45 @@ def verify_image_file(tmp: Path, written: sitk.Image, dest: Path | None = None) 
                        "nothing was written")
 
 
-def _compressed(p: Path) -> bool:
-    """True for NRRD / MetaImage files whose header says the voxels are compressed."""
-    if lower_name(p).endswith(".nii"):
-        return False
+def _data_problem(p: Path, n_bytes: int) -> str | None:
+    """Why the voxel data of a single-file NIfTI / NRRD / MetaImage ``p`` is incomplete, or None: fewer raw
+    bytes than ``n_bytes``, a compressed NRRD stream that ends early, or a MetaImage shorter than its
+    ``CompressedDataSize``."""
+    import re
+    import zlib
+
+    name, size = lower_name(p), p.stat().st_size
+    if name.endswith(".nii"):
+        return None if size >= n_bytes else f"{size} bytes on disk, {n_bytes} voxel bytes written"
+    if not name.endswith((".nrrd", ".mha")):
+        return None
     with open(p, "rb") as fh:
-        head = fh.read(4096).lower()
-    return b"encoding: gzip" in head or b"compresseddata = true" in head or b"encoding: gz" in head
+        head = fh.read(65536)
+    if name.endswith(".mha"):
+        end = head.find(b"ElementDataFile")
+        end = head.find(b"\n", end) + 1 if end >= 0 else 0
+        m = re.search(rb"CompressedDataSize\s*=\s*(\d+)", head[:end])
+        need = end + (int(m.group(1)) if m else n_bytes)
+        return None if size >= need else f"{size} bytes on disk, {need} expected"
+    end = head.find(b"\n\n") + 2
+    if b"encoding: gzip" not in head[:end].lower() and b"encoding: gz" not in head[:end].lower():
+        return None if size - end >= n_bytes else f"{size - end} data bytes on disk, {n_bytes} written"
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        with open(p, "rb") as fh:
+            fh.seek(end)
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                while block and not d.eof:
+                    d.decompress(block, 1 << 24)
+                    block = d.unconsumed_tail
+    except zlib.error as exc:
+        return f"corrupt compressed data ({exc})"
+    return None if d.eof else "compressed data ends early"
 
 
 def _disk_hint(p: Path, always: bool = False) -> str:
     """``"; disk full"`` when the destination's file system has (almost) no space left, else ``"; disk full?"``
-    when ``always``."""
+    when ``always`` (else "")."""
     try:
         free = shutil.disk_usage(p.parent if str(p.parent) else ".").free
     except OSError:

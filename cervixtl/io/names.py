@@ -5,9 +5,13 @@ No file is opened here except to sniff the DICOM preamble (:func:`is_dicom_file`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 __all__ = ["IMAGE_SUFFIXES", "first_line", "format_name", "is_dicom_file", "is_seg_nrrd", "sidecar_path", "stem"]
 
@@ -69,3 +73,23 @@ def first_line(exc: BaseException | str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     useful = [ln for ln in lines if "Could not" in ln or "Unable" in ln or "error" in ln.lower()]
     return (useful or lines or ["unknown error"])[-1][:200]
+
+
+@contextlib.contextmanager
+def c_stderr_silenced() -> Iterator[None]:
+    """Keep what C libraries print on file descriptor 2 (ITK's ``** ERROR: NWAD``, MetaImage's
+    ``M_WriteElementsData``) off the console while ITK reads or writes: the failure is reported as one
+    ``cervixtl: error:`` line instead. Python's own ``sys.stderr`` is untouched."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
