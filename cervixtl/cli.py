@@ -59,7 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "cervixtl" in str(filename) and not issubclass(category, (DeprecationWarning, FutureWarning)):
             print(f"cervixtl: warning: {_one_line(message)}", file=sys.stderr)
 
+    from .preflight import check_arguments
+
     try:
+        check_arguments(args)  # before any command imports torch: a bad path is reported at once
         with signals_raise_cancelled(), warnings.catch_warnings():
             warnings.showwarning = one_line_warning
             rc = args.func(args)

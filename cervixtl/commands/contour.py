@@ -97,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         progress("write", 0.0, f"writing {Path(args.out).name}")
         write_segmentation(result.segmentation, args.out)
         summary = result.summary
+        if ct.meta.get("n_series", 1) > 1 and not args.series:  # say which series of the folder was contoured
+            summary.setdefault("warnings", []).insert(0, f"{args.ct} holds {ct.meta['n_series']} series; used "
+                                                      f"{ct.meta.get('series_uid') or '(no UID)'} "
+                                                      f"({ct.meta.get('series_choice')}); choose with --series")
         summary["output"] = Path(args.out).name
         summary["timing_s"] = {"read_s": round(t_read, 3), **summary["timing_s"],
                                "write_s": round(time.perf_counter() - t, 3)}

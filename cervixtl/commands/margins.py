@@ -95,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
         "margin_mm": dict(zip(("R", "L", "A", "P", "S", "I"), margin)),
         "volume_in_ml": round(int(mask.array.sum()) * vv, 3), "volume_out_ml": round(int(out.array.sum()) * vv, 3),
     }
+    from ..margins import cut_at_border
+
+    cut = [] if args.shrink else cut_at_border(mask, margin)
+    if cut:
+        print(f"cervixtl: warning: the margin reaches past the image border ({', '.join(cut)}): {name} is cut "
+              "off there", file=sys.stderr)
     if not out.array.any():
         print(f"cervixtl: warning: {name} shrunk by this margin is empty (written as an empty mask)",
               file=sys.stderr)
