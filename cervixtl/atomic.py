@@ -25,7 +25,7 @@ from typing import Any
 from .errors import BadInput, CervixTLError
 
 __all__ = ["atomic_dir", "atomic_path", "check_writable_dir", "sweep_stale", "temp_prefix", "write_json_atomic",
-           "write_text_atomic"]
+           "write_text_atomic", "written_together"]
 
 #: Temporary names written by :func:`temp_prefix`: ``.<anything>.pid<N>.<random>[.part|.removed|...]``.
 _TEMP_RE = re.compile(r"^\..*\.pid(\d+)\.")
@@ -141,8 +141,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise BadInput(f"disk full while writing {dest}; nothing was written") from None
         raise BadInput(f"cannot write {dest}: {exc.strerror or exc}") from None
+    except (CervixTLError, KeyboardInterrupt, SystemExit, GeneratorExit):
+        _remove_quietly(tmp_path)
+        raise
     except BaseException:
         _remove_quietly(tmp_path)
+        _raise_if_disk_full(dest)
         raise
 
 
@@ -168,8 +172,49 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise BadInput(f"disk full while writing {dest}; nothing was written") from None
         raise BadInput(f"cannot write {dest}: {exc.strerror or exc}") from None
+    except (CervixTLError, KeyboardInterrupt, SystemExit, GeneratorExit):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _raise_if_disk_full(dest)
+        raise
+
+
+#: Below this many free bytes a failed write is reported as a full disk.
+DISK_FULL_BYTES = 1 << 20
+
+
+def _raise_if_disk_full(dest: Path) -> None:
+    """A library writer that failed with its own error type (torch's ``PytorchStreamWriter failed``,
+    safetensors' I/O error) on a full disk: say "disk full" instead of passing its internal error on."""
+    try:
+        free = shutil.disk_usage(dest.parent if str(dest.parent) else ".").free
+    except OSError:
+        return
+    if free < DISK_FULL_BYTES:
+        raise BadInput(f"disk full while writing {dest}; nothing was written") from None
+
+
+@contextlib.contextmanager
+def written_together(*paths: str | os.PathLike) -> Iterator[None]:
+    """Outputs that belong together (a label map and its summary): when the block fails, every one of
+    ``paths`` written during it is removed again, so no output is left without the others."""
+    def stamp(p: Path) -> tuple[int, int] | None:
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    ps = [Path(p) for p in paths]
+    before = [stamp(p) for p in ps]
+    try:
+        yield
+    except BaseException:
+        for p, b in zip(ps, before):
+            if stamp(p) != b:
+                _remove_quietly(p)
         raise
 
 

@@ -122,3 +122,43 @@ def test_sigterm_during_cases_add_leaves_no_temporary_folder(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert list(lib.iterdir()) == []
+
+
+def test_contour_whose_summary_cannot_be_written_leaves_no_label_map(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from cervixtl.atomic import write_json_atomic
+    from cervixtl.models.networks import build_network, segresnet_card
+    from cervixtl.models.package import save_package
+    from cervixtl.models.registry import Registry
+
+    torch.manual_seed(0)
+    card = segresnet_card("tiny", ["GTV", "CTV"], init_filters=4, spacing_mm=(4.0, 4.0, 4.0), patch_size=(16, 32, 32))
+    Registry(tmp_path / "reg").add(save_package(tmp_path / "pkg", card, build_network(card).state_dict()))
+    arr = np.full((24, 48, 48), -1000, np.int16)
+    arr[:, 8:40, 8:40] = 40
+    arr[8:16, 16:32, 16:32] = 300
+    write_image(Image(arr, (1.5, 1.5, 2.5)), tmp_path / "ct.nii.gz")
+
+    def full(path, data):  # noqa: ANN001
+        if str(path).endswith("_summary.json"):
+            raise BadInput(f"disk full while writing {path}; nothing was written")
+        return write_json_atomic(path, data)
+
+    monkeypatch.setattr("cervixtl.atomic.write_json_atomic", full)
+    out = tmp_path / "out" / "case.nii.gz"
+    assert main(["contour", str(tmp_path / "ct.nii.gz"), str(out), "--model", "tiny", "--models-dir",
+                 str(tmp_path / "reg"), "--threads", "1"]) == 2
+    assert "disk full" in one_error(capsys)
+    assert list((tmp_path / "out").iterdir()) == []  # neither the label map nor its sidecar stays
+
+
+def test_torch_save_on_a_full_disk_is_a_disk_full_error(tiny_disk):
+    import torch
+
+    from cervixtl.atomic import atomic_path
+
+    with pytest.raises(BadInput, match="disk full"):
+        with atomic_path(tiny_disk / "ckpt.pt") as tmp:
+            torch.save({"w": torch.zeros(1 << 19)}, tmp)  # 2 MB on a 1 MB disk
+    assert list(tiny_disk.iterdir()) == []

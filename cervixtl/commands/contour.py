@@ -94,19 +94,24 @@ def run(args: argparse.Namespace) -> int:
                              progress=progress)
         progress.check_cancelled()
         t = time.perf_counter()
-        progress("write", 0.0, f"writing {Path(args.out).name}")
-        write_segmentation(result.segmentation, args.out)
-        summary = result.summary
-        if ct.meta.get("n_series", 1) > 1 and not args.series:  # say which series of the folder was contoured
-            summary.setdefault("warnings", []).insert(0, f"{args.ct} holds {ct.meta['n_series']} series; used "
-                                                      f"{ct.meta.get('series_uid') or '(no UID)'} "
-                                                      f"({ct.meta.get('series_choice')}); choose with --series")
-        summary["output"] = Path(args.out).name
-        summary["timing_s"] = {"read_s": round(t_read, 3), **summary["timing_s"],
-                               "write_s": round(time.perf_counter() - t, 3)}
-        summary["timing_s"]["total_s"] = round(time.perf_counter() - t_all, 3)
-        summary["threads"] = torch.get_num_threads()
-        write_json_atomic(summary_path(args.out, args.summary), summary)
+        from ..atomic import written_together
+        from ..io import sidecar_path
+
+        outputs = (args.out, sidecar_path(args.out), summary_path(args.out, args.summary))
+        with written_together(*outputs):  # a full disk leaves no label map without its summary
+            progress("write", 0.0, f"writing {Path(args.out).name}")
+            write_segmentation(result.segmentation, args.out)
+            summary = result.summary
+            if ct.meta.get("n_series", 1) > 1 and not args.series:  # say which series of the folder was contoured
+                summary.setdefault("warnings", []).insert(0, f"{args.ct} holds {ct.meta['n_series']} series; used "
+                                                          f"{ct.meta.get('series_uid') or '(no UID)'} "
+                                                          f"({ct.meta.get('series_choice')}); choose with --series")
+            summary["output"] = Path(args.out).name
+            summary["timing_s"] = {"read_s": round(t_read, 3), **summary["timing_s"],
+                                   "write_s": round(time.perf_counter() - t, 3)}
+            summary["timing_s"]["total_s"] = round(time.perf_counter() - t_all, 3)
+            summary["threads"] = torch.get_num_threads()
+            write_json_atomic(summary_path(args.out, args.summary), summary)
         try:
             progress("done", 1.0, f"wrote {Path(args.out).name}")
         except Cancelled:
