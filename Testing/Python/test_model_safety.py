@@ -258,3 +258,31 @@ def test_concurrent_runs_get_their_own_work_folder(tmp_path):
     wa, wb = a.work_dir("m"), b.work_dir("m")
     assert wa == tmp_path / "reg" / ".work" / "m"
     assert wb != wa and wb.parent == wa.parent
+
+
+def _finetune_once(root: str, seed: int, q) -> None:  # noqa: ANN001
+    from cervixtl.phantom import make_phantom
+    from cervixtl.training import TrainConfig, default_card, finetune
+
+    cases = [(f"p{i}", *make_phantom(100 + i, "A")) for i in range(2)]
+    card = default_card("same", ("GTV", "CTV"), init_filters=4, spacing_mm=(8.0, 8.0, 8.0), patch_size=(16, 32, 32))
+    cfg = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=1, device="cpu", seed=seed, threads=1)
+    q.put(finetune(None, cases, "same", config=cfg, registry=Registry(root), base_card=card).version)
+
+
+@pytest.mark.slow
+def test_two_concurrent_finetunes_with_one_name_get_two_versions(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    root = str(tmp_path / "reg")
+    procs = [ctx.Process(target=_finetune_once, args=(root, s, q)) for s in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(600)
+        assert p.exitcode == 0
+    assert sorted([q.get(), q.get()]) == ["1", "2"]
+    reg = Registry(root)
+    assert reg.versions("same") == ["1", "2"]
+    assert reg.card("same@1").weights["sha256"] != reg.card("same@2").weights["sha256"]
+    assert not [p for p in (tmp_path / "reg" / ".work").iterdir() if not p.name.endswith(".lock")]
