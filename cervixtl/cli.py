@@ -50,14 +50,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import warnings
+
+    from .progress import signals_raise_cancelled
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ARG001
+        # Ours (raised from cervixtl code) as one line; libraries' deprecation chatter is not for users.
+        if "cervixtl" in str(filename) and not issubclass(category, (DeprecationWarning, FutureWarning)):
+            print(f"cervixtl: warning: {_one_line(message)}", file=sys.stderr)
+
+    from .preflight import check_arguments
+
     try:
-        rc = args.func(args)
+        check_arguments(args)  # before any command imports torch: a bad path is reported at once
+        with signals_raise_cancelled(), warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            rc = args.func(args)
         return int(rc or 0)
     except Cancelled as exc:
         print(f"cervixtl: cancelled: {exc}", file=sys.stderr)
         return 130
     except CervixTLError as exc:
-        print(f"cervixtl: error: {exc}", file=sys.stderr)
+        print(f"cervixtl: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cervixtl: cancelled", file=sys.stderr)
@@ -68,9 +82,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last resort: one line, unless debugging
         if os.environ.get("CERVIXTL_DEBUG"):
             raise
-        print(f"cervixtl: internal error: {type(exc).__name__}: {exc} (set CERVIXTL_DEBUG=1 for details)",
+        print(f"cervixtl: internal error: {type(exc).__name__}: {_one_line(exc)} (set CERVIXTL_DEBUG=1 for details)",
               file=sys.stderr)
         return 1
+
+
+def _strip_ansi(text: str) -> str:
+    """``text`` without terminal colour / cursor codes (torch puts them in some error messages)."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", text)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error message on one line, without ANSI codes (an error line is one line, whatever a library
+    put in it)."""
+    return " ".join(_strip_ansi(str(exc)).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,7 +39,7 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = DEMO_SEED, site: str = "
         dict with ``model``, ``phantom``, ``files``, ``metrics`` (one dict per structure: dice, hd95_mm,
         surface_dice, volumes in mL), ``mean_dice_targets`` (GTV, CTV, PTV), ``timing_s`` and ``notice``.
     """
-    from .fileio import write_json_atomic
+    from .atomic import write_json_atomic
     from .inference import run_contour
     from .io import write_image, write_segmentation
     from .metrics import evaluate_segmentations, json_safe

@@ -243,6 +243,25 @@ def expand(mask: Image, margin_mm: float | Sequence[float], *, shrink: bool = Fa
     return mask.with_array(out)
 
 
+def cut_at_border(mask: Image, margin_mm: float | Sequence[float]) -> list[str]:
+    """Patient directions (R, L, A, P, S, I) in which growing ``mask`` by ``margin_mm`` would reach past the
+    image edge, so the grown mask is cut off there (its volume is then smaller than the margin implies)."""
+    margins = normalize_margin(margin_mm)
+    m = _as_mask(mask)
+    box = bounding_box(m)
+    if box is None or max(margins) == 0:
+        return []
+    reach = [(_face_reach(sp, minus), _face_reach(sp, plus))
+             for sp, (plus, minus) in zip(mask.spacing[::-1], _axis_margins(mask, margins))]
+    out = []
+    for (lo, hi), b, n, d in zip(reach, box, m.shape, mask.axis_directions()):
+        if b.start - lo < 0:
+            out.append(_OPPOSITE[d])
+        if b.stop + hi > n:
+            out.append(d)
+    return [d for d in "RLAPSI" if d in out]
+
+
 def shrink(mask: Image, margin_mm: float | Sequence[float]) -> Image:
     """Shrink a binary mask by ``margin_mm`` (isotropic or R, L, A, P, S, I in mm); see :func:`expand`."""
     return expand(mask, margin_mm, shrink=True)

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .fileio import atomic_path
+from .atomic import atomic_path
 from .image import Image, reorient
 from .segmentation import Segmentation
 

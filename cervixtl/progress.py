@@ -77,3 +77,28 @@ def cancel_on_signals(progress: Progress) -> Iterator[Progress]:
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
+
+
+@contextlib.contextmanager
+def signals_raise_cancelled() -> Iterator[None]:
+    """While active, SIGTERM (and SIGINT) raise :class:`Cancelled` in the main thread, so that every ``with``
+    block on the way out (temporary folders, atomic writes) cleans up before the process exits with 130;
+    a second signal during that clean-up is ignored. Inside, :func:`cancel_on_signals` may take over for
+    loops that poll. Does nothing outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
+        for sig in old:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Cancelled(f"stopped by {signal.Signals(signum).name}; temporary files removed, nothing written")
+
+    for sig in old:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)

@@ -98,6 +98,7 @@ def test_runner_is_stdlib_only_and_never_imports_slicer_or_qt() -> None:
 
 # ============================================================================ real engine child
 def test_real_engine_progress_then_error_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "ct.nii.gz").write_bytes(b"")  # present (a missing path is refused before any progress)
     proc = EngineProcess(["contour", str(tmp_path / "ct.nii.gz"), str(tmp_path / "out.seg.nrrd"), "--model",
                           "no-such-model", "--models-dir", str(tmp_path / "models"), "--progress", "json"])
     seen: list[dict] = []

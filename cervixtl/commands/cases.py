@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("id", help="case id (case-xxxxxxxx)")
     sh.add_argument("--json", action="store_true", help="print JSON")
     sh.set_defaults(func=run_show)
+    ck = add("check", "check every case (record, CT, contours); exit 1 when one is damaged")
+    ck.add_argument("--repair", action="store_true",
+                    help="rebuild damaged case records from the files, move unreadable cases to .damaged/")
+    ck.add_argument("--json", action="store_true", help="print JSON")
+    ck.set_defaults(func=run_check)
     rm = add("remove", "delete one case")
     rm.add_argument("id", help="case id (case-xxxxxxxx)")
     rm.set_defaults(func=run_remove)
@@ -73,6 +78,21 @@ def run_show(args: argparse.Namespace) -> int:
     for k, v in d.items():
         print(f"{k:>24}: {v}")
     return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from ..cases_check import check_library
+
+    report = check_library(getattr(args, "cases_dir", None), repair=args.repair)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['cases']} cases in {report['root']}, {len(report['damaged'])} damaged")
+        for r in report["damaged"]:
+            done = "" if r["action"] == "none" else f" -> repaired: {r['action']}"
+            print(f"  {r['id']}: {'; '.join(r['problems'])}{done}")
+    unrepaired = [r for r in report["damaged"] if r["action"] == "none"]
+    return 1 if unrepaired else 0
 
 
 def run_remove(args: argparse.Namespace) -> int:

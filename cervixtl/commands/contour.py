@@ -48,78 +48,6 @@ def summary_path(out: str | Path, summary: str | None) -> Path:
     return o.with_name(stem(o) + "_summary.json")
 
 
-def check_complete_gzip(path: str | Path) -> None:
-    """Refuse a truncated or corrupt ``.gz`` image: ITK's NIfTI reader silently zero-fills a cut gzip stream.
-
-    Raises:
-        BadInput: the gzip stream ends early or is corrupt.
-    """
-    import zlib
-
-    from ..errors import BadInput
-
-    p = Path(path)
-    if not (p.is_file() and p.name.lower().endswith(".gz")):
-        return
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                while block:
-                    d.decompress(block, 1 << 24)
-                    block = d.unconsumed_tail
-                if d.eof:
-                    break
-    except zlib.error as exc:
-        raise BadInput(f"{p}: corrupt compressed image ({exc})") from None
-    if not d.eof:
-        raise BadInput(f"{p}: truncated file (compressed data ends early), not a readable image")
-
-
-def check_header_spacing(path: str | Path) -> None:
-    """Refuse an image file whose header gives no voxel spacing (ITK then silently assumes 1 mm): NIfTI
-    ``pixdim`` of 0, NRRD without ``space directions``/``spacings``, MetaImage without ``ElementSpacing``.
-
-    Raises:
-        BadInput: naming the file.
-    """
-    import gzip
-    import math
-    import struct
-
-    from ..errors import BadInput
-
-    p = Path(path)
-    name = p.name.lower()
-    if not p.is_file():
-        return
-    problem = None
-    try:
-        if name.endswith((".nii", ".nii.gz")):
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(p, "rb") as fh:
-                hdr = fh.read(348)
-            if len(hdr) == 348:
-                endian = "<" if struct.unpack("<i", hdr[:4])[0] == 348 else ">"
-                pix = struct.unpack(endian + "3f", hdr[80:92])
-                if any(not math.isfinite(v) or v <= 0 for v in pix):
-                    problem = f"NIfTI pixdim {pix}"
-        elif name.endswith((".nrrd", ".nhdr")):
-            with open(p, "rb") as fh:
-                head = fh.read(65536).split(b"\n\n", 1)[0].lower()
-            if b"space directions:" not in head and b"spacings:" not in head:
-                problem = "NRRD header has neither 'space directions' nor 'spacings'"
-        elif name.endswith((".mha", ".mhd")):
-            with open(p, "rb") as fh:
-                head = fh.read(65536).split(b"ElementDataFile", 1)[0]
-            if b"ElementSpacing" not in head and b"ElementSize" not in head:
-                problem = "MetaImage header has no ElementSpacing"
-    except (OSError, EOFError, struct.error):
-        return  # unreadable: the image reader reports it
-    if problem:
-        raise BadInput(f"{p}: no voxel spacing in the header ({problem}); cannot contour in millimetres")
-
-
 def _check_out(out: str) -> None:
     from ..errors import BadInput
 
@@ -131,10 +59,10 @@ def _check_out(out: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..atomic import write_json_atomic
     from ..errors import BadInput, Cancelled
     from ..inference import resolve_device, run_contour
     from ..io import read_ct, write_segmentation
-    from ..fileio import write_json_atomic
     from ..models.registry import Registry
     from ..progress import Progress, cancel_on_signals
 
@@ -160,23 +88,30 @@ def run(args: argparse.Namespace) -> int:
         check_model_for_contouring(card)
         t = time.perf_counter()
         progress("read", 0.0, "reading CT")
-        check_complete_gzip(args.ct)
-        check_header_spacing(args.ct)
         ct = read_ct(args.ct, args.series)
         t_read = time.perf_counter() - t
         result = run_contour(ct, card, net, device=device, overlap=args.overlap, fast=args.fast, ptv_mm=ptv_mm,
                              progress=progress)
         progress.check_cancelled()
         t = time.perf_counter()
-        progress("write", 0.0, f"writing {Path(args.out).name}")
-        write_segmentation(result.segmentation, args.out)
-        summary = result.summary
-        summary["output"] = Path(args.out).name
-        summary["timing_s"] = {"read_s": round(t_read, 3), **summary["timing_s"],
-                               "write_s": round(time.perf_counter() - t, 3)}
-        summary["timing_s"]["total_s"] = round(time.perf_counter() - t_all, 3)
-        summary["threads"] = torch.get_num_threads()
-        write_json_atomic(summary_path(args.out, args.summary), summary)
+        from ..atomic import written_together
+        from ..io import sidecar_path
+
+        outputs = (args.out, sidecar_path(args.out), summary_path(args.out, args.summary))
+        with written_together(*outputs):  # a full disk leaves no label map without its summary
+            progress("write", 0.0, f"writing {Path(args.out).name}")
+            write_segmentation(result.segmentation, args.out)
+            summary = result.summary
+            if ct.meta.get("n_series", 1) > 1 and not args.series:  # say which series of the folder was contoured
+                summary.setdefault("warnings", []).insert(0, f"{args.ct} holds {ct.meta['n_series']} series; used "
+                                                          f"{ct.meta.get('series_uid') or '(no UID)'} "
+                                                          f"({ct.meta.get('series_choice')}); choose with --series")
+            summary["output"] = Path(args.out).name
+            summary["timing_s"] = {"read_s": round(t_read, 3), **summary["timing_s"],
+                                   "write_s": round(time.perf_counter() - t, 3)}
+            summary["timing_s"]["total_s"] = round(time.perf_counter() - t_all, 3)
+            summary["threads"] = torch.get_num_threads()
+            write_json_atomic(summary_path(args.out, args.summary), summary)
         try:
             progress("done", 1.0, f"wrote {Path(args.out).name}")
         except Cancelled:

@@ -130,7 +130,7 @@ def format_table(rows: list[dict[str, Any]], tolerance_mm: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import BadInput
-    from ..fileio import write_json_atomic
+    from ..atomic import write_json_atomic
     from .margins import check_output_writable
     from ..metrics import json_safe
 

@@ -17,9 +17,6 @@ if TYPE_CHECKING:
 
 ORDER = 30
 
-#: More distinct non-zero values than this and the input is taken for an intensity image, not a label map.
-MAX_LABELS = 1000
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -41,64 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_mask(path: str, label: int | None) -> tuple[Image, str, tuple[float, float, float] | None]:
-    """Read one binary mask from a mask / label map / .seg.nrrd; returns (mask, structure name, colour).
+    """One non-empty binary mask (see :func:`cervixtl.io.read_mask`); returns (mask, structure name, colour)."""
+    from ..io import read_mask
 
-    Raises:
-        BadInput: not a mask or label map, several labels without ``label``, absent label, or an empty mask.
-    """
-    from ..errors import BadInput
-    from ..io import is_seg_nrrd, read_image, read_segmentation
-
-    p = Path(path)
-    if is_seg_nrrd(p):
-        seg = read_segmentation(p)
-        if label is None:
-            if len(seg.segments) != 1:
-                listing = ", ".join(f"{s.label}={s.name}" for s in seg.segments) or "none"
-                raise BadInput(f"{p}: {len(seg.segments)} segments ({listing}); choose one with --label")
-            s = seg.segments[0]
-        else:
-            found = [s for s in seg.segments if s.label == label]
-            if not found:
-                listing = ", ".join(f"{s.label}={s.name}" for s in seg.segments) or "none"
-                raise BadInput(f"{p}: no segment with label {label} (segments: {listing})")
-            s = found[0]
-        mask, name, color = seg.grid.with_array(np.asarray(s.mask, bool)), s.name, s.color
-    else:
-        img = read_image(p)
-        arr = img.array
-        if arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0):
-            raise BadInput(f"{p}: non-integer voxel values, not a mask or label map (an intensity image?)")
-        values = np.unique(arr)
-        nonzero = values[values != 0]
-        if len(nonzero) > MAX_LABELS:
-            raise BadInput(f"{p}: {len(nonzero)} distinct values, not a mask or label map (an intensity image?)")
-        if label is None:
-            if len(nonzero) > 1:
-                shown = ", ".join(str(int(v)) for v in nonzero[:10])
-                raise BadInput(f"{p}: {len(nonzero)} labels ({shown}{', ...' if len(nonzero) > 10 else ''}); "
-                               "choose one with --label")
-            mask = img.with_array(arr != 0)
-            value = int(nonzero[0]) if len(nonzero) else 1
-        else:
-            if label not in nonzero:
-                shown = ", ".join(str(int(v)) for v in nonzero[:10]) or "none"
-                raise BadInput(f"{p}: label {label} is not present (labels: {shown})")
-            mask = img.with_array(arr == label)
-            value = label
-        name, color = _sidecar_name(p, value)
-    if not mask.array.any():
-        raise BadInput(f"{p}: the mask{'' if label is None else f' (label {label})'} is empty: nothing to "
-                       "grow or shrink")
-    return mask, name, color
-
-
-def _sidecar_name(path: Path, value: int) -> tuple[str, tuple[float, float, float] | None]:
-    """Name and colour of label ``value`` from a label map's sidecar JSON (``Label_<value>`` without one)."""
-    from ..io import read_label_sidecar
-
-    side = read_label_sidecar(path)
-    return side.get("names", {}).get(value, f"Label_{value}"), side.get("colors", {}).get(value)
+    mask = read_mask(path, label, require_nonempty=True)
+    return mask, mask.meta["structure"], mask.meta.get("color")
 
 
 def check_output_writable(path: str) -> None:
@@ -107,8 +51,8 @@ def check_output_writable(path: str) -> None:
     import os
     import tempfile
 
+    from ..atomic import check_writable_dir
     from ..errors import BadInput
-    from ..fileio import check_writable_dir
 
     dest = check_writable_dir(path)
     if dest.is_dir():
@@ -151,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
         "margin_mm": dict(zip(("R", "L", "A", "P", "S", "I"), margin)),
         "volume_in_ml": round(int(mask.array.sum()) * vv, 3), "volume_out_ml": round(int(out.array.sum()) * vv, 3),
     }
+    from ..margins import cut_at_border
+
+    cut = [] if args.shrink else cut_at_border(mask, margin)
+    if cut:
+        print(f"cervixtl: warning: the margin reaches past the image border ({', '.join(cut)}): {name} is cut "
+              "off there", file=sys.stderr)
     if not out.array.any():
         print(f"cervixtl: warning: {name} shrunk by this margin is empty (written as an empty mask)",
               file=sys.stderr)

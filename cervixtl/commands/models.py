@@ -110,7 +110,10 @@ def run_import(args: argparse.Namespace) -> int:
     if entry is not None:
         src, sha = dl.resolve_catalogue_source(entry), sha or entry.get("sha256")
     reg.root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".import-", dir=reg.root) as work:
+    from ..atomic import sweep_stale, temp_prefix
+
+    sweep_stale(reg.root)  # what an import killed outright (SIGKILL) left behind
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("import"), dir=reg.root) as work:
         if dl.is_url(src):
             local = dl.fetch_to_temp(src, sha, work)
         else:
@@ -119,6 +122,8 @@ def run_import(args: argparse.Namespace) -> int:
                 raise BadInput(f"{src}: no such file, folder, URL or catalogue model")
             if sha and p.is_file() and sha256_file(p) != sha.strip().lower():
                 raise ModelError(f"{p}: SHA-256 does not match --sha256; not imported")
+            if p.is_file() and not dl.is_package_archive(p):
+                dl.check_import_file(p)  # empty, text, or an archive without model.json: say what it is
             local = dl.extract_package(p, Path(work) / "x") if p.is_file() and dl.is_package_archive(p) else p
         if local.is_dir():
             if sha and not dl.is_url(src):

@@ -9,6 +9,12 @@ coordinates ``(i, j)`` (column, row), so the centre of voxel ``[j, i]`` is the p
   binary slice: closed outlines through the mid-points between inside and outside voxel centres (sub-voxel,
   never self-intersecting), holes and islands as separate polygons, collinear vertices dropped. Filling
   those outlines with :func:`fill_polygons` gives back exactly the same voxels.
+* Smoothed outlines (``smooth_sigma`` > 0) cut convex corners, so their polygon area falls below the voxel
+  area (a lone voxel by 90 %). :func:`restore_area` moves each smoothed outline outwards along its normals
+  until its area equals the area of the voxel centres it encloses, as far as that keeps the same centres
+  inside; when that falls short, the unsmoothed outline (restored the same way) is used if it is closer.
+  Tolerance (tested): each structure's polygon area within 1 % of its voxel area from 2 mL up, and never
+  below half of it.
 """
 
 from __future__ import annotations
@@ -61,7 +67,16 @@ def polygon_area(poly: np.ndarray) -> float:
     """Signed area (shoelace) of a closed polygon, in squared units of its coordinates."""
     p = np.asarray(poly, dtype=float)
     x, y = p[:, 0], p[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+    return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]) + x[-1] * y[0] - x[0] * y[-1])
+
+
+def _next(p: np.ndarray) -> np.ndarray:
+    """The vertices shifted by one (vertex v -> v + 1, closing the polygon), faster than ``np.roll``."""
+    return np.concatenate([p[1:], p[:1]])
+
+
+def _prev(p: np.ndarray) -> np.ndarray:
+    return np.concatenate([p[-1:], p[:-1]])
 
 
 def drop_collinear(poly: np.ndarray, tol: float = 1e-9) -> np.ndarray:
@@ -119,6 +134,52 @@ def simplify(poly: np.ndarray, tol: float) -> np.ndarray:
     return p
 
 
+def _offset(poly: np.ndarray, d: float) -> np.ndarray:
+    """``poly`` moved ``d`` (index units) away from its interior along the vertex normals (miter, at most
+    2 d per vertex)."""
+    p = np.asarray(poly, dtype=float)
+    sign = 1.0 if polygon_area(p) > 0 else -1.0
+    e_out = _next(p) - p  # edge from vertex v to v+1
+    e_in = p - _prev(p)  # edge from v-1 to v
+    def normal(e: np.ndarray) -> np.ndarray:
+        n = sign * np.column_stack([e[:, 1], -e[:, 0]])
+        return n / np.maximum(np.hypot(n[:, 0], n[:, 1]), 1e-12)[:, None]
+    n1, n2 = normal(e_in), normal(e_out)
+    m = n1 + n2
+    m /= np.maximum(np.hypot(m[:, 0], m[:, 1]), 1e-12)[:, None]
+    scale = np.clip(1.0 / np.maximum(np.sum(m * n1, axis=1), 1e-6), 1.0, 2.0)
+    return p + (d * scale)[:, None] * m
+
+
+def _enclosed(poly: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Voxel centres inside ``poly`` alone within ``box`` = (j0, j1, i0, i1)."""
+    j0, j1, i0, i1 = box
+    return fill_polygons([np.asarray(poly) - np.array([i0, j0])], (j1 - j0, i1 - i0))
+
+
+def restore_area(poly: np.ndarray, shape: tuple[int, int], target: float | None = None) -> np.ndarray:
+    """Move ``poly`` outwards until its area is ``target`` (default: the number of voxel centres it encloses),
+    keeping exactly those centres inside (the step is halved until they are the same); returns the new
+    polygon (``poly`` itself when no step keeps them)."""
+    p = np.asarray(poly, dtype=float)
+    lo, hi = np.floor(p.min(axis=0)) - 3, np.ceil(p.max(axis=0)) + 4
+    box = (int(max(lo[1], 0)), int(min(hi[1], shape[0])), int(max(lo[0], 0)), int(min(hi[0], shape[1])))
+    inside = _enclosed(p, box)
+    goal = float(inside.sum()) if target is None else float(target)
+    area = abs(polygon_area(p))
+    if goal <= area:
+        return p
+    perim = float(np.sum(np.hypot(*(_next(p) - p).T)))
+    d = (goal - area) / max(perim, 1e-9)
+    for _ in range(8):
+        q = _offset(p, d)
+        q = _offset(p, d * (goal - area) / max(abs(polygon_area(q)) - area, 1e-9))  # one secant step
+        if abs(polygon_area(q)) <= goal * 1.0001 and np.array_equal(_enclosed(q, box), inside):
+            return q
+        d *= 0.5
+    return p
+
+
 def mask_outlines(mask2d: np.ndarray, min_area_px: float = 0.0, smooth_sigma: float = 0.0) -> list[np.ndarray]:
     """Closed outline polygons of a boolean (ny, nx) slice, as (N, 2) arrays of (i, j) index coordinates.
 
@@ -157,4 +218,21 @@ def mask_outlines(mask2d: np.ndarray, min_area_px: float = 0.0, smooth_sigma: fl
         if len(poly) < 3 or abs(polygon_area(poly)) < max(min_area_px, 1e-9):
             continue
         out.append(poly)
+    if smooth_sigma > 0:
+        out = _area_kept(out, m, min_area_px)
     return out
+
+
+def _area_kept(smoothed: list[np.ndarray], m: np.ndarray, min_area_px: float) -> list[np.ndarray]:
+    """Each smoothed outline restored to its voxel area (see :func:`restore_area`); when the restored slice
+    area is still short by more than 1 %, the unsmoothed outlines (restored too) if they come closer."""
+    def total(polys: list[np.ndarray]) -> float:
+        areas = [polygon_area(p) for p in polys]
+        return abs(sum(areas)) if areas else 0.0  # holes run the other way round: they subtract
+
+    want = float(m.sum())
+    smooth = [restore_area(p, m.shape) for p in smoothed]
+    if abs(total(smooth) - want) <= 0.01 * want:
+        return smooth
+    plain = [restore_area(p, m.shape) for p in mask_outlines(m, min_area_px, 0.0)]
+    return plain if abs(total(plain) - want) < abs(total(smooth) - want) else smooth

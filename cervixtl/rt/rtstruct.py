@@ -29,7 +29,7 @@ import numpy as np
 from .. import __version__, structures
 from .dicomfile import read_dataset
 from ..errors import BadInput
-from ..fileio import atomic_path
+from ..atomic import atomic_path
 from ..image import Image
 from ..segmentation import Segmentation
 from .contours import fill_polygons, mask_outlines
@@ -198,6 +198,7 @@ class CTSeries:
     frame_of_reference_uid: str
     patient_id_hash: str
     header: Any  # pydicom Dataset of the first slice (patient/study modules are copied on export)
+    warnings: list[str] = field(default_factory=list)  # e.g. UIDs that had to be generated
 
 
 def read_ct_series(folder: str | os.PathLike, series_uid: str | None = None) -> CTSeries:
@@ -218,6 +219,9 @@ def read_ct_series(folder: str | os.PathLike, series_uid: str | None = None) -> 
     headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     if not headers:
         raise BadInput(f"{folder}: no DICOM slices")
+    from .uids import ensure_uids
+
+    notes = ensure_uids(headers)
     h0 = headers[0]
     return CTSeries(
         image=img,
@@ -228,6 +232,7 @@ def read_ct_series(folder: str | os.PathLike, series_uid: str | None = None) -> 
         frame_of_reference_uid=str(getattr(h0, "FrameOfReferenceUID", "") or ""),
         patient_id_hash=_hash_id(str(getattr(h0, "PatientID", "") or "")),
         header=h0,
+        warnings=notes,
     )
 
 
@@ -554,7 +559,7 @@ def build_rtstruct(cts: CTSeries, seg: Segmentation, *, label: str = "CervixTL",
     ds.ReferencedFrameOfReferenceSequence = DSeq([rfr])
 
     roi_items, contour_items, obs_items = [], [], []
-    report: dict[str, Any] = {"rois": [], "warnings": []}
+    report: dict[str, Any] = {"rois": [], "warnings": list(cts.warnings)}
     for number, s in enumerate(segments, start=1):
         contours = segment_contours(s.mask, seg.grid, min_area_mm2, smooth_sigma)
         r = Dataset()

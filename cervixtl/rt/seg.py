@@ -21,7 +21,7 @@ import numpy as np
 from .. import __version__, structures
 from .dicomfile import read_dataset
 from ..errors import BadInput
-from ..fileio import atomic_path
+from ..atomic import atomic_path
 from ..image import Image, resample_to_reference
 from ..segmentation import Segmentation
 
@@ -105,6 +105,9 @@ def export_seg(ct_dir: str | os.PathLike, seg: Segmentation, out: str | os.PathL
     if not kept:
         raise BadInput("no non-empty segment to export as DICOM SEG")
     sources = [pydicom.dcmread(f) for f in cts.image.meta["files"]]
+    from .uids import ensure_uids
+
+    report["warnings"] += ensure_uids(sources)  # highdicom fails on empty UIDs with "KeyError: ''"
     for src in sources:  # an empty Specific Character Set means the default repertoire: say so explicitly
         if "SpecificCharacterSet" in src and not src.SpecificCharacterSet:
             del src.SpecificCharacterSet
