@@ -16,6 +16,7 @@ from cervixtl.io import read_image, read_segmentation
 from cervixtl.models.package import verify_package
 from cervixtl.models.registry import Registry
 from cervixtl.phantom import make_phantom
+from contract import progress_records, validate
 
 DEMO = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "cervixtl-demo"
 
@@ -56,7 +57,8 @@ def test_demo_outputs(demo_run):
     assert json.loads((out / "report.json").read_text())["metrics"] == rep["metrics"]
     assert (out / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "not for clinical use" in rep["notice"]
-    assert any(json.loads(ln)["stage"] == "network" for ln in stderr.splitlines() if ln.startswith("{"))
+    validate(rep)  # the cervixtl-demo/1 contract
+    assert any(r["stage"] == "network" for r in progress_records(stderr))
     ct_ref, truth_ref = make_phantom(rep["phantom"]["seed"], "A")
     ct = read_image(out / "ct.nii.gz")
     assert np.array_equal(ct.array, ct_ref.array) and ct.same_geometry(ct_ref)

@@ -45,7 +45,7 @@ def default_models_dir() -> Path:
 
 def bundled_models_dir() -> Path:
     """``Resources/Models`` of the extension (bundled demo model)."""
-    from ..structures import resources_dir
+    from ..resources import resources_dir
 
     return resources_dir() / "Models"
 
