@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .progress import NULL_PROGRESS, Progress
+from .structures import TARGETS
 
 DEMO_SEED = 20260501
 NOTICE = "Synthetic phantom and phantom-trained demo model: a workflow demonstration, not for clinical use."
@@ -26,7 +27,6 @@ NOTICE = "Synthetic phantom and phantom-trained demo model: a workflow demonstra
 #: The demo's files in ``out_dir``.
 FILES = {"ct": "ct.nii.gz", "segmentation": "contours.seg.nrrd", "truth": "truth.seg.nrrd", "report": "report.json",
          "overview": "overview.png"}
-TARGETS = ("GTV", "CTV", "PTV")
 
 
 def run_demo(out_dir: str | os.PathLike = "cervixtl-demo", *, seed: int = DEMO_SEED, site: str = "A",

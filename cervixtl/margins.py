@@ -203,18 +203,11 @@ def _pad_voxels(spacing_zyx: Sequence[float], axis_margins: list[tuple[float, fl
     return out
 
 
-def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """Tight bounding box of a boolean (z, y, x) array as slices, or None when it is empty."""
-    zany = mask.any(axis=(1, 2))
-    if not zany.any():
-        return None
-    z = np.flatnonzero(zany)
-    sub = mask[z[0]:z[-1] + 1]
-    yany = sub.any(axis=(0, 2))
-    xany = sub.any(axis=(0, 1))
-    y = np.flatnonzero(yany)
-    x = np.flatnonzero(xany)
-    return (slice(int(z[0]), int(z[-1]) + 1), slice(int(y[0]), int(y[-1]) + 1), slice(int(x[0]), int(x[-1]) + 1))
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Tight bounding box of a boolean (z, y, x) array as slices (``scipy.ndimage.find_objects``), or None
+    when it is empty. The one bounding-box helper of the engine."""
+    boxes = ndimage.find_objects(np.asarray(mask, dtype=bool).view(np.uint8))
+    return boxes[0] if boxes else None
 
 
 def expand(mask: Image, margin_mm: float | Sequence[float], *, shrink: bool = False) -> Image:

@@ -46,6 +46,14 @@ METRIC_KEYS = ("dice", "hd95_mm", "hd_mm", "msd_mm", "surface_dice", "volume_ref
                "volume_diff_ml")
 
 
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice = 2 |A ∩ B| / (|A| + |B|) of two masks of one shape (non-zero = inside); 1.0 when both are empty.
+    The one Dice helper of the engine (training's per-channel Dice works on network outputs)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    denom = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if denom == 0 else 2.0 * int(np.count_nonzero(a & b)) / denom
+
+
 def _crop_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...] | None:
     """Bounding box of a | b grown by one voxel (clipped to the array), or None when both are empty."""
     from .margins import bounding_box
@@ -113,12 +121,11 @@ def evaluate_masks(reference: Image, prediction: Image, tolerance_mm: float = 2.
         return _ordered(out)
     box = _crop_box(a, b)
     a, b = a[box], b[box]
-    inter = int(np.count_nonzero(a & b))
     d_ab, d_ba = surface_distances(a, b, tuple(reference.spacing[::-1]))  # type: ignore[arg-type]
     both = np.concatenate([d_ab, d_ba])
     tol = float(tolerance_mm) + 1e-9
     out.update(
-        dice=2.0 * inter / (na + nb),
+        dice=dice(a, b),
         hd95_mm=float(max(np.percentile(d_ab, 95), np.percentile(d_ba, 95))),
         hd_mm=float(max(d_ab.max(), d_ba.max())),
         msd_mm=float(both.mean()),

@@ -161,3 +161,35 @@ def test_every_command_schema_was_exercised():
     if len(SEEN) < 5:
         pytest.skip("run with the other tests of this file")
     assert expected <= SEEN, sorted(expected - SEEN)
+
+
+def test_catalogue_commands_import_no_torch(env):
+    """``models list/show``, ``cases list`` and ``info`` read cards and headers only: no torch, no MONAI."""
+    import subprocess
+    import sys
+
+    root, md, cd = env
+    code = ("import sys; from cervixtl.cli import main; rc = main(sys.argv[1:]); "
+            "heavy = sorted(m for m in ('torch', 'monai', 'safetensors') if m in sys.modules); "
+            "print('HEAVY', rc, heavy, file=sys.stderr)")
+    for argv in (["models", "list", "--json", *md], ["models", "show", "cervixtl-demo", "--json", *md],
+                 ["cases", *cd, "list", "--json"], ["info", root / "ct.nii.gz", "--json"]):
+        r = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True,
+                           timeout=120)
+        assert "HEAVY 0 []" in r.stderr, (argv, r.stderr[-500:])
+        one_object(r.stdout)
+
+
+def test_public_api_is_lazy_and_complete():
+    import subprocess
+    import sys
+
+    code = ("import sys, cervixtl; assert 'torch' not in sys.modules and 'numpy' not in sys.modules; "
+            "names = [getattr(cervixtl, n) for n in cervixtl.__all__]; print(len(names))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import cervixtl
+
+    assert int(r.stdout) == len(cervixtl.__all__) and callable(cervixtl.contour_file)
+    with pytest.raises(AttributeError):
+        cervixtl.no_such_name  # noqa: B018 - the attribute access is the test
