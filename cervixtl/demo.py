@@ -51,7 +51,7 @@ def run_demo(out_dir: str | os.PathLike = "cervixtl-demo", *, seed: int = DEMO_S
     """
     from .api import report
     from .api.contour import set_threads
-    from .fileio import check_writable_dir, write_json_atomic
+    from .atomic import check_writable_dir, write_json_atomic
     from .inference import run_contour
     from .metrics import evaluate_segmentations
     from .models.registry import Registry
@@ -59,7 +59,7 @@ def run_demo(out_dir: str | os.PathLike = "cervixtl-demo", *, seed: int = DEMO_S
 
     progress = progress or NULL_PROGRESS
     set_threads(threads)
-    out = check_writable_dir(Path(out_dir) / FILES["report"]).parent
+    files = {k: check_writable_dir(Path(out_dir) / v) for k, v in FILES.items()}
     t0 = time.perf_counter()
     progress("phantom", 0.0, f"making phantom (seed {seed}, site {site})")
     ct, truth = make_phantom(seed, site)
@@ -71,9 +71,8 @@ def run_demo(out_dir: str | os.PathLike = "cervixtl-demo", *, seed: int = DEMO_S
     t_net = time.perf_counter() - t1
     metrics = evaluate_segmentations(truth, res.segmentation,
                                      [s.name for s in truth.segments if res.segmentation.find(s.name) is not None])
-    files = {k: out / v for k, v in FILES.items()}
     mean_t = [m["dice"] for m in metrics if m["name"] in TARGETS]
-    progress("write", 0.0, f"writing {out}")
+    progress("write", 0.0, f"writing {Path(out_dir)}")
     _write_files(files, ct, res.segmentation, truth,
                  title=f"CervixTL demo: {card.spec} on phantom seed {seed} (site {site}); "
                        f"Dice GTV/CTV/PTV " + "/".join(f"{d:.2f}" for d in mean_t))

@@ -114,6 +114,8 @@ def test_cases_finetune_compare(env):
     assert first["id"] in [c["id"] for c in listed["cases"]] and Path(listed["cases"][0]["path"]).is_dir()
     shown = ok_json("cases", *cd, "show", first["id"], "--json")
     assert "final.seg.nrrd" in shown["files"] and shown["site"] == "A"
+    checked = ok_json("cases", *cd, "check", "--json")
+    assert checked["cases"] == 2 and checked["damaged"] == []
     rc, out, err = run("finetune", "--source", "tiny", "--cases", "all", "--name", "ft", "--epochs", "1",
                        "--steps-per-epoch", "1", "--batch-size", "1", "--device", "cpu", "--json", "--progress",
                        "json", *md, *cd)
@@ -193,3 +195,9 @@ def test_public_api_is_lazy_and_complete():
     assert int(r.stdout) == len(cervixtl.__all__) and callable(cervixtl.contour_file)
     with pytest.raises(AttributeError):
         cervixtl.no_such_name  # noqa: B018 - the attribute access is the test
+
+
+def test_public_names_match_the_lazy_table():
+    import cervixtl
+
+    assert set(cervixtl.__all__) - {"__version__"} == set(cervixtl._LAZY)
