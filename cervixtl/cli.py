@@ -12,7 +12,7 @@ import importlib
 import os
 import pkgutil
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__
 from .errors import Cancelled, CervixTLError
@@ -41,10 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 bad input / user error, 130 cancelled)."""
+    """Run the CLI; returns the exit status (0 ok, 2 bad input / user error, 130 cancelled).
+
+    With ``--progress json`` the last stderr record is ``{"stage": "done", ...}`` on success or
+    ``{"stage": "error", "kind": ..., "message": ...}`` on failure (:func:`cervixtl.progress.finish`).
+    """
+    from .progress import begin, error_record, finish
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -61,30 +65,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .preflight import check_arguments
 
+    mode = getattr(args, "progress", "none") or "none"
+    begin()
+
+    def fail(kind: str, message: str, rc: int, line: str) -> int:
+        print(line, file=sys.stderr)
+        finish(mode, error_record(kind, message))
+        return rc
+
     try:
         check_arguments(args)  # before any command imports torch: a bad path is reported at once
         with signals_raise_cancelled(), warnings.catch_warnings():
             warnings.showwarning = one_line_warning
-            rc = args.func(args)
-        return int(rc or 0)
+            rc = int(args.func(args) or 0)
     except Cancelled as exc:
-        print(f"cervixtl: cancelled: {exc}", file=sys.stderr)
-        return 130
+        return fail(exc.kind, _one_line(exc), 130, f"cervixtl: cancelled: {_one_line(exc)}")
     except CervixTLError as exc:
-        print(f"cervixtl: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        return fail(exc.kind, _one_line(exc), 2, f"cervixtl: error: {_one_line(exc)}")
     except KeyboardInterrupt:
-        print("cervixtl: cancelled", file=sys.stderr)
-        return 130
+        return fail("cancelled", "cancelled", 130, "cervixtl: cancelled")
     except MemoryError:
-        print("cervixtl: error: out of memory", file=sys.stderr)
-        return 2
+        return fail("memory", "out of memory", 2, "cervixtl: error: out of memory")
     except Exception as exc:  # noqa: BLE001 - last resort: one line, unless debugging
         if os.environ.get("CERVIXTL_DEBUG"):
             raise
-        print(f"cervixtl: internal error: {type(exc).__name__}: {_one_line(exc)} (set CERVIXTL_DEBUG=1 for details)",
-              file=sys.stderr)
-        return 1
+        msg = f"{type(exc).__name__}: {_one_line(exc)}"
+        return fail("internal", msg, 1, f"cervixtl: internal error: {msg} (set CERVIXTL_DEBUG=1 for details)")
+    if rc == 0:
+        finish(mode)
+    return rc
 
 
 def _strip_ansi(text: str) -> str:

@@ -33,9 +33,7 @@ from .errors import BadInput, ModelError
 from .image import Image, reorient, resample_to_reference, resample_to_spacing
 from .progress import NULL_PROGRESS, Progress
 from .segmentation import Segment, Segmentation
-
-#: Structures every output has.
-TARGETS = ("GTV", "CTV", "PTV")
+from .structures import TARGETS
 
 
 @dataclass

@@ -33,8 +33,9 @@ and return boolean masks on the input grid. Margins are limited to 0..50 mm.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from numbers import Real
-from typing import Sequence
+from typing import cast
 
 import numpy as np
 from scipy import ndimage
@@ -56,7 +57,8 @@ def normalize_margin(margin_mm: float | Sequence[float], what: str = "margin") -
     """Check a margin and return it as six values (R, L, A, P, S, I) in mm.
 
     Args:
-        margin_mm: one number (isotropic, mm) or six numbers R, L, A, P, S, I (mm).
+        margin_mm: one number (isotropic, mm) or six numbers R, L, A, P, S, I (mm); text is refused here
+            (:func:`parse_margin` reads it).
         what: name used in error messages.
 
     Raises:
@@ -68,7 +70,7 @@ def normalize_margin(margin_mm: float | Sequence[float], what: str = "margin") -
         values = [float(margin_mm)] * 6
     else:
         try:
-            values = [float(v) for v in margin_mm]  # type: ignore[union-attr]
+            values = [float(v) for v in cast("Iterable[float]", margin_mm)]
         except (TypeError, ValueError):
             raise BadInput(f"{what} must be a number of mm or six numbers R,L,A,P,S,I, got {margin_mm!r}") from None
         if len(values) == 1:
@@ -80,6 +82,21 @@ def normalize_margin(margin_mm: float | Sequence[float], what: str = "margin") -
             raise BadInput(f"{what} {v:g} mm ({name}) is out of range: margins must be between 0 and "
                            f"{MAX_MARGIN_MM:g} mm")
     return tuple(values)
+
+
+def parse_margin(margin: str | float | Sequence[float], what: str = "margin") -> tuple[float, ...]:
+    """The one parser of margin text (command line, Slicer fields): ``"10"`` or ``"5,5,10,10,7,7"`` (mm, R, L,
+    A, P, S, I) -> six checked values in mm, as :func:`normalize_margin`; numbers pass straight through.
+
+    Raises:
+        BadInput: not numbers, not 1 or 6 of them, or outside 0..50 mm.
+    """
+    if isinstance(margin, str):
+        try:
+            margin = [float(t) for t in margin.split(",")]
+        except ValueError:
+            raise BadInput(f"{what}: a margin is a number of mm or six numbers R,L,A,P,S,I, got {margin!r}") from None
+    return normalize_margin(margin, what)
 
 
 def _as_mask(img: Image, what: str = "mask") -> np.ndarray:
@@ -187,18 +204,11 @@ def _pad_voxels(spacing_zyx: Sequence[float], axis_margins: list[tuple[float, fl
     return out
 
 
-def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """Tight bounding box of a boolean (z, y, x) array as slices, or None when it is empty."""
-    zany = mask.any(axis=(1, 2))
-    if not zany.any():
-        return None
-    z = np.flatnonzero(zany)
-    sub = mask[z[0]:z[-1] + 1]
-    yany = sub.any(axis=(0, 2))
-    xany = sub.any(axis=(0, 1))
-    y = np.flatnonzero(yany)
-    x = np.flatnonzero(xany)
-    return (slice(int(z[0]), int(z[-1]) + 1), slice(int(y[0]), int(y[-1]) + 1), slice(int(x[0]), int(x[-1]) + 1))
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Tight bounding box of a boolean (z, y, x) array as slices (``scipy.ndimage.find_objects``), or None
+    when it is empty. The one bounding-box helper of the engine."""
+    boxes = ndimage.find_objects(np.asarray(mask, dtype=bool).view(np.uint8))
+    return boxes[0] if boxes else None
 
 
 def expand(mask: Image, margin_mm: float | Sequence[float], *, shrink: bool = False) -> Image:
@@ -275,6 +285,12 @@ def _check_same(ref: Image, other: Image | None, what: str) -> np.ndarray | None
     return _as_mask(other, what)
 
 
+def _as_mask_on(ref: Image, other: Image, what: str) -> np.ndarray:
+    """``other`` as a boolean mask, checked to be on ``ref``'s grid (GeometryMismatch otherwise)."""
+    ref.require_same_geometry(other, what, against="the first mask's grid")
+    return _as_mask(other, what)
+
+
 def ctv_from_gtv(gtv: Image, margin_mm: float | Sequence[float] | None, *, anatomical_ctv: Image | None = None,
                  body: Image | None = None, bone: Image | None = None) -> Image:
     """CTV = GTV grown by ``margin_mm``, united with an anatomical CTV, kept inside the body and out of bone.
@@ -334,8 +350,7 @@ def subtract(a: Image, *others: Image) -> Image:
     """
     out = _as_mask(a).copy()
     for i, o in enumerate(others):
-        om = _check_same(a, o, f"mask {i + 2}")
-        out &= ~om  # type: ignore[operator]
+        out &= ~_as_mask_on(a, o, f"mask {i + 2}")
     return a.with_array(out)
 
 
@@ -343,5 +358,5 @@ def union(a: Image, *others: Image) -> Image:
     """Union of masks on ``a``'s grid (GeometryMismatch if one is on another grid)."""
     out = _as_mask(a).copy()
     for i, o in enumerate(others):
-        out |= _check_same(a, o, f"mask {i + 2}")  # type: ignore[operator]
+        out |= _as_mask_on(a, o, f"mask {i + 2}")
     return a.with_array(out)

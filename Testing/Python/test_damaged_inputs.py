@@ -177,7 +177,7 @@ def test_a_corrupt_case_record_is_skipped_and_repaired(env, tmp_path, capsys):
     (lib / ids[0] / "case.json").write_text("{ not json")
     assert main(["cases", "list", "--json", *md]) == 0
     cap = capsys.readouterr()
-    assert [r["id"] for r in json.loads(cap.out)] == [ids[1]]
+    assert [r["id"] for r in json.loads(cap.out)["cases"]] == [ids[1]]
     assert ids[0] in cap.err and "warning" in cap.err
     assert main(["cases", "check", *md]) == 1  # a problem found
     cap = capsys.readouterr()
@@ -186,5 +186,5 @@ def test_a_corrupt_case_record_is_skipped_and_repaired(env, tmp_path, capsys):
     cap = capsys.readouterr()
     assert "repaired" in cap.out
     assert main(["cases", "list", "--json", *md]) == 0
-    assert sorted(r["id"] for r in json.loads(capsys.readouterr().out)) == sorted(ids)
+    assert sorted(r["id"] for r in json.loads(capsys.readouterr().out)["cases"]) == sorted(ids)
     assert main(["cases", "check", *md]) == 0

@@ -123,7 +123,7 @@ def test_cancel_right_after_start_reads_as_stopped_on_request() -> None:
 
 
 def test_engine_runs_as_a_separate_process_and_reports_errors() -> None:
-    assert isinstance(run_engine(["models", "list", "--json"], parse_json=True), list)
+    assert run_engine(["models", "list", "--json"], parse_json=True)["format"] == "cervixtl-models-list/1"
     with pytest.raises(EngineError) as exc:
         run_engine(["info", str(REPO / "no_such_file.nii.gz")])
     assert "no_such_file.nii.gz" in str(exc.value) and exc.value.returncode == 2
