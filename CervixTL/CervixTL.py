@@ -172,11 +172,12 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.ptvASlider, self.ui.ptvPSlider, self.ui.ptvSSlider, self.ui.ptvISlider]
 
     def cleanup(self) -> None:
+        """Module closed (Slicer exits): kill every engine process tree still running, drop observers."""
         self.removeObservers()
         if self._job is not None:
-            self._job.cancel()
+            self._job.process.kill()
         if self._task is not None:
-            self._task.cancel()
+            self._task.kill()
         self._pollTimer.stop()
 
     def enter(self) -> None:

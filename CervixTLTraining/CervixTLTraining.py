@@ -160,7 +160,7 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         """Module closed (Slicer exits): stop a running engine process, drop observers."""
         if self.logic is not None and self.logic.lib.job is not None and self.logic.lib.job.running:
-            self.logic.lib.cancel()
+            self.logic.lib.job.kill()  # the whole tree: PythonSlicer and the interpreter it started
         if self._timer is not None:
             self._timer.stop()
         self.removeObservers()
