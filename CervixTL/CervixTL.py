@@ -586,49 +586,21 @@ class CervixTLLogic(ScriptedLoadableModuleLogic, ContourLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         ContourLogic.__init__(self, models_dir=os.environ.get("CERVIXTL_MODELS_DIR") or None,
-                              cases_dir=os.environ.get("CERVIXTL_CASES_DIR") or None,
-                              proposals_dir=os.path.join(slicer.app.temporaryPath, "CervixTL", "proposals"))
+                              cases_dir=os.environ.get("CERVIXTL_CASES_DIR") or None)
 
     def getParameterNode(self):
         return CervixTLParameterNode(super().getParameterNode())
 
-    @staticmethod
-    def dicomFolderOf(volumeNode) -> Optional[str]:
-        """Folder of the DICOM files the CT was loaded from, or None."""
-        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
-        if not uids or not slicer.dicomDatabase:
-            return None
-        path = slicer.dicomDatabase.fileForInstance(uids[0])
-        return os.path.dirname(path) if path else None
-
-    def exportRtStruct(self, volumeNode, segNode, folder: str) -> str:
-        """DICOM RTSTRUCT in ``folder``: SlicerRT's exporter when installed, else ``cervixtl rtstruct export``.
-
-        Raises:
-            ValueError: the CT was not loaded from DICOM (an RTSTRUCT must reference the CT's instances).
-        """
+    def exportRtStruct(self, volumeNode, segNode, folder: str):
+        """DICOM RTSTRUCT in ``folder`` with :meth:`ContourLogic.export_rtstruct`: the engine's exporter on the
+        CT's own DICOM instances (default), SlicerRT (CT + segmentation) only for a CT not loaded from DICOM."""
         try:
             import DicomRtImportExportPlugin  # SlicerRT
+            slicerRt = DicomRtImportExportPlugin.DicomRtImportExportPluginClass()
         except ImportError:
-            DicomRtImportExportPlugin = None
-        if DicomRtImportExportPlugin is not None:
-            nodes.place_beside(slicer.mrmlScene, segNode, volumeNode)
-            sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-            exporter = DicomRtImportExportPlugin.DicomRtImportExportPluginClass()
-            exportables = exporter.examineForExport(sh.GetItemByDataNode(segNode))
-            if not exportables:
-                raise ValueError(_("SlicerRT cannot export this segmentation: load the CT from DICOM first"))
-            for exportable in exportables:
-                exportable.directory = folder
-            error = exporter.export(exportables)
-            if error:
-                raise ValueError(error)
-            return folder
-        dicomDir = self.dicomFolderOf(volumeNode)
-        if dicomDir is None:
-            raise ValueError(_("The CT was not loaded from DICOM: an RTSTRUCT needs the CT's DICOM series"))
-        out = os.path.join(folder, "RS_CervixTL.dcm")
-        return str(self.export_rtstruct_with_engine(dicomDir, segNode, volumeNode, out))
+            slicerRt = None
+        return self.export_rtstruct(volumeNode, segNode, folder, dicom_database=slicer.dicomDatabase,
+                                    slicer_rt=slicerRt)
 
 
 #

@@ -19,6 +19,19 @@ from . import nodes
 from .engine import EngineError, EngineProcess, contour_args, run_engine
 
 
+def unique_path(folder: Path, stem: str, suffix: str) -> Path:
+    """``folder/<stem>_<YYYYmmdd-HHMMSS>[_n]<suffix>`` that does not exist yet (creates ``folder``)."""
+    import time
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = folder / f"{base}{suffix}", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{base}_{n}{suffix}"
+    return path
+
+
 @dataclass
 class ContourJob:
     """A running ``cervixtl contour``: the process, its folder and the CT node it works on."""
@@ -57,11 +70,10 @@ class ContourJob:
 class ContourLogic:
     """Engine-facing actions of the CervixTL module (no Qt)."""
 
-    def __init__(self, models_dir: str | os.PathLike | None = None, cases_dir: str | os.PathLike | None = None,
-                 proposals_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, models_dir: str | os.PathLike | None = None, cases_dir: str | os.PathLike | None = None
+                 ) -> None:
         self.models_dir = str(models_dir) if models_dir else None
         self.cases_dir = str(cases_dir) if cases_dir else None
-        self.proposals_dir = Path(proposals_dir) if proposals_dir else Path(tempfile.gettempdir()) / "cervixtl-proposals"
 
     # ------------------------------------------------------------------ contouring
     def start_contour(self, ct_node: Any, *, model: str | None = None, device: str = "auto", fast: bool = False,
@@ -107,10 +119,8 @@ class ContourLogic:
                                                         target_node=output_node)
             except ValueError as exc:
                 raise EngineError(str(exc)) from None
-            self.proposals_dir.mkdir(parents=True, exist_ok=True)
-            keep = Path(tempfile.mkstemp(prefix="proposal-", suffix=".seg.nrrd", dir=self.proposals_dir)[1])
-            shutil.copyfile(job.out_path, keep)
-            seg_node.SetAttribute(nodes.PROPOSAL_ATTRIBUTE, str(keep))
+            nodes.tie_to_ct(seg_node, job.ct_node)
+            nodes.keep_proposal_copy(seg_node, job.ct_node)
             summary = job.summary = self.read_summary(job)
             model = summary.get("model")
             if isinstance(model, dict) and model.get("name"):
@@ -178,29 +188,66 @@ class ContourLogic:
     # ------------------------------------------------------------------ export / cases
     @staticmethod
     def export_segmentation(seg_node: Any, ct_node: Any, path: str | os.PathLike) -> Path:
-        """Write ``.seg.nrrd`` or NIfTI/NRRD label map (+ sidecar) on the CT grid, atomically."""
+        """Write ``.seg.nrrd`` or NIfTI/NRRD label map (+ sidecar) on the CT grid, atomically.
+
+        Raises:
+            ValueError: the segmentation belongs to another CT.
+        """
+        nodes.check_same_ct(seg_node, ct_node, "export")
         return nodes.write_segmentation_node(seg_node, ct_node, path)
 
-    def export_rtstruct_with_engine(self, ct_dicom_dir: str | os.PathLike, seg_node: Any, ct_node: Any,
-                                    out_path: str | os.PathLike, label: str = "CervixTL") -> Path:
-        """DICOM RTSTRUCT through ``cervixtl rtstruct export`` (used when SlicerRT is not installed)."""
-        with tempfile.TemporaryDirectory(prefix="cervixtl-export-") as tmp:
-            seg_file = nodes.write_segmentation_node(seg_node, ct_node, Path(tmp) / "contours.seg.nrrd")
-            run_engine(["rtstruct", "export", str(ct_dicom_dir), str(seg_file), str(out_path),
-                        "--structure-set-label", label], timeout_s=600)
-        return Path(out_path)
+    def export_rtstruct(self, ct_node: Any, seg_node: Any, folder: str | os.PathLike, *, dicom_database: Any = None,
+                        slicer_rt: Any = None, label: str = "CervixTL") -> Path:
+        """DICOM RTSTRUCT of ``seg_node`` in ``folder``, referring to the CT series the user loaded.
+
+        The default path is the engine's exporter (``cervixtl rtstruct export``) on exactly the CT's own instance
+        files (the ``DICOM.instanceUIDs`` Slicer's DICOM module sets on the volume, looked up in
+        ``dicom_database``, i.e. ``slicer.dicomDatabase``): it refers to those instances and is validated. Only
+        when the CT was not loaded from DICOM and SlicerRT is installed (``slicer_rt``: a
+        ``DicomRtImportExportPluginClass``) are the CT AND the segmentation exported with SlicerRT as a new
+        study (SlicerRT refuses an RTSTRUCT without its primary image). The file name is new each time
+        (``RS_<label>_<date-time>.dcm``): an earlier export is never overwritten.
+
+        Returns:
+            The RTSTRUCT file (engine), or the folder SlicerRT wrote into.
+
+        Raises:
+            ValueError: the segmentation belongs to another CT, the CT's DICOM files are missing, or neither
+                path is possible.
+            EngineError: the engine's exporter failed (one line).
+        """
+        nodes.check_same_ct(seg_node, ct_node, "export an RTSTRUCT")
+        files = nodes.ct_instance_files(ct_node, dicom_database)
+        if files:
+            out = unique_path(Path(folder), f"RS_{label}", ".dcm")
+            with tempfile.TemporaryDirectory(prefix="cervixtl-export-") as tmp:
+                series = Path(tmp) / "ct"
+                series.mkdir()
+                for i, f in enumerate(files):  # only this series, whatever else its folder holds
+                    shutil.copyfile(f, series / f"{i:05d}.dcm")
+                seg_file = nodes.write_segmentation_node(seg_node, ct_node, Path(tmp) / "contours.seg.nrrd")
+                run_engine(["rtstruct", "export", str(series), str(seg_file), str(out),
+                            "--structure-set-label", label], timeout_s=600)
+            return out
+        if slicer_rt is not None:
+            return nodes.export_with_slicer_rt(slicer_rt, ct_node, seg_node, Path(folder))
+        raise ValueError("the CT was not loaded from DICOM: an RTSTRUCT must refer to the CT's DICOM series "
+                         "(load the CT from the DICOM database, or install SlicerRT to export CT + RTSTRUCT as a "
+                         "new study)")
 
     def save_case(self, ct_node: Any, seg_node: Any, *, site: str | None = None,
                   names: Sequence[str] | None = None) -> str:
         """Store the CT, the edited contours and the model's original proposal in the case library with
         ``cervixtl cases add`` (anonymised: no names, dates or UIDs are written); returns the case id."""
+        nodes.check_same_ct(seg_node, ct_node, "save the case")
         with tempfile.TemporaryDirectory(prefix="cervixtl-case-") as tmp:
             ct_path = nodes.write_volume(ct_node, Path(tmp) / "ct.nii.gz")
             final = nodes.write_segmentation_node(seg_node, ct_node, Path(tmp) / "final.seg.nrrd", names)
             args = ["cases", "add", str(ct_path), str(final)]
-            proposal = seg_node.GetAttribute(nodes.PROPOSAL_ATTRIBUTE)
-            if proposal and Path(proposal).is_file():
-                args += ["--proposal", proposal]
+            proposal = nodes.proposal_copy(seg_node)
+            if proposal is not None:
+                args += ["--proposal", str(nodes.write_segmentation_node(proposal, ct_node,
+                                                                         Path(tmp) / "proposal.seg.nrrd", names))]
             if site:
                 args += ["--site", site]
             if self.cases_dir:

@@ -149,6 +149,7 @@ class MarginPreview:
 
     def __init__(self, seg_node: Any, reference_volume: Any, *, gtv: str = "GTV", ctv: str = "CTV",
                  ptv: str = "PTV", body: str = "Body") -> None:
+        nodes.check_same_ct(seg_node, reference_volume, "preview margins")
         importlib.import_module("cervixtl.margins")  # now, so that the first slider move is not slowed
 
         self.seg_node = seg_node

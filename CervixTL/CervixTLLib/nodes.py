@@ -16,10 +16,12 @@ import numpy as np
 
 from .geometry import grid_from_ijk_to_ras
 
-#: Node attribute holding the path of the model's original proposal (.seg.nrrd) of a segmentation node.
-PROPOSAL_ATTRIBUTE = "CervixTL.ProposalFile"
 #: Node attribute holding the model spec that produced a segmentation node.
 MODEL_ATTRIBUTE = "CervixTL.Model"
+#: Node reference role segmentation -> the CT it was proposed on (saved with the scene).
+CT_REFERENCE_ROLE = "CervixTL.CT"
+#: Node reference role segmentation -> the hidden copy of the model's original proposal (saved with the scene).
+PROPOSAL_REFERENCE_ROLE = "CervixTL.Proposal"
 
 
 def _slicer() -> Any:
@@ -283,3 +285,116 @@ def segment_summary(seg_node: Any, reference_volume: Any) -> list[dict[str, Any]
         rows.append({"id": sid, "name": seg.GetSegment(sid).GetName(), "voxels": n,
                      "volume_ml": round(n * ml_per_voxel, 3)})
     return rows
+
+
+# ============================================================================ segmentation <-> CT ties
+def tie_to_ct(seg_node: Any, ct_node: Any) -> None:
+    """Record that ``seg_node`` was made on ``ct_node`` (a node reference, saved with the scene)."""
+    seg_node.SetNodeReferenceID(CT_REFERENCE_ROLE, ct_node.GetID())
+
+
+def tied_ct(seg_node: Any) -> Any:
+    """The CT ``seg_node`` belongs to: its CervixTL reference, else Slicer's reference-geometry volume; None when
+    it has neither."""
+    ct = seg_node.GetNodeReference(CT_REFERENCE_ROLE)
+    if ct is None:
+        ct = seg_node.GetNodeReference(seg_node.GetReferenceImageGeometryReferenceRole())
+    return ct
+
+
+def check_same_ct(seg_node: Any, ct_node: Any, action: str) -> None:
+    """Refuse ``action`` (e.g. "export") when ``seg_node`` belongs to another CT than ``ct_node``.
+
+    Raises:
+        ValueError: one readable line naming both nodes.
+    """
+    if seg_node is None or ct_node is None:
+        raise ValueError(f"cannot {action}: select the planning CT and its segmentation first")
+    ct = tied_ct(seg_node)
+    if ct is not None and ct.GetID() != ct_node.GetID():
+        raise ValueError(f"cannot {action}: segmentation {seg_node.GetName()!r} was made on CT {ct.GetName()!r}, "
+                         f"not on the selected CT {ct_node.GetName()!r}; select its own CT")
+
+
+def detach_from_files(node: Any) -> None:
+    """Remove the storage nodes of ``node``, so that a normal Save never writes into the file it came from
+    (it asks for a new location instead)."""
+    scene = node.GetScene()
+    storage = [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+    node.SetAndObserveStorageNodeID(None)
+    for st in storage:
+        if st is not None and scene is not None:
+            scene.RemoveNode(st)
+
+
+def keep_proposal_copy(seg_node: Any, ct_node: Any) -> Any:
+    """Keep a hidden copy of ``seg_node``'s segments as the model's original proposal (referenced from
+    ``seg_node`` and saved with the scene: no temporary file that a reopened scene would miss); replaces an
+    earlier copy. Returns the copy."""
+    scene = seg_node.GetScene()
+    old = seg_node.GetNodeReference(PROPOSAL_REFERENCE_ROLE)
+    if old is not None:
+        _remove_with_display(scene, old)
+    copy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{seg_node.GetName()} original proposal")
+    copy.GetSegmentation().DeepCopy(seg_node.GetSegmentation())
+    copy.SetReferenceImageGeometryParameterFromVolumeNode(ct_node)
+    copy.SetHideFromEditors(True)
+    copy.SetAttribute("CervixTL.Role", "original proposal")
+    tie_to_ct(copy, ct_node)
+    seg_node.SetNodeReferenceID(PROPOSAL_REFERENCE_ROLE, copy.GetID())
+    return copy
+
+
+def proposal_copy(seg_node: Any) -> Any:
+    """The hidden original-proposal node of ``seg_node`` (None when there is none)."""
+    return seg_node.GetNodeReference(PROPOSAL_REFERENCE_ROLE)
+
+
+# ============================================================================ DICOM
+def ct_instance_files(ct_node: Any, dicom_database: Any) -> list[str]:
+    """The DICOM files of the CT's own instances (``DICOM.instanceUIDs`` of the volume, looked up with
+    ``dicom_database.fileForInstance``), in the volume's order; [] when the CT was not loaded from DICOM.
+
+    Raises:
+        ValueError: some instance is no longer in the database or its file is gone.
+    """
+    uids = (ct_node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    if not uids or dicom_database is None:
+        return []
+    files = [dicom_database.fileForInstance(uid) for uid in uids]
+    missing = [u for u, f in zip(uids, files) if not f or not os.path.isfile(f)]
+    if missing:
+        raise ValueError(f"{len(missing)} of the {len(uids)} DICOM files of CT {ct_node.GetName()!r} are no longer "
+                         "in the DICOM database; re-import the CT series")
+    return [str(f) for f in files]
+
+
+def export_with_slicer_rt(exporter: Any, ct_node: Any, seg_node: Any, folder: Path) -> Path:
+    """Export the CT and the segmentation as one new DICOM RT study with SlicerRT's plugin (``exporter``:
+    ``DicomRtImportExportPluginClass``): both exportables (SlicerRT needs the primary CT image), under the
+    CT's subject-hierarchy study (a new anonymous patient/study when it has none).
+
+    Raises:
+        ValueError: SlicerRT's error message.
+    """
+    slicer = _slicer()
+    scene = ct_node.GetScene()
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if subject_hierarchy_parent(scene, ct_node) in (None, sh.GetSceneItemID()):
+        patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Anonymous")
+        study = sh.CreateStudyItem(patient, "CervixTL")
+        item = sh.GetItemByDataNode(ct_node)
+        if item:
+            sh.SetItemParent(item, study)
+        else:
+            sh.CreateItem(study, ct_node)
+    place_beside(scene, seg_node, ct_node)
+    exportables = [*exporter.examineForExport(sh.GetItemByDataNode(ct_node)),
+                   *exporter.examineForExport(sh.GetItemByDataNode(seg_node))]
+    folder.mkdir(parents=True, exist_ok=True)
+    for e in exportables:
+        e.directory = str(folder)
+    error = exporter.export(exportables)
+    if error:
+        raise ValueError(f"SlicerRT: {error}")
+    return folder

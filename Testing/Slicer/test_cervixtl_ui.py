@@ -187,7 +187,14 @@ def _install_slicer_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     for mod in (slm, pnw, i18n):
         monkeypatch.setitem(sys.modules, mod.__name__, mod)
     monkeypatch.setitem(sys.modules, "qt", qt)
-    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(tmp_path)), raising=False)
+    # Slicer's home with its PythonSlicer launcher (the stand-in: real interpreter as a child, no signal
+    # forwarding), which engine_python() must find there
+    import stand_ins
+
+    stand_ins.python_slicer_launcher(tmp_path / "Slicer" / "bin")
+    monkeypatch.delenv("CERVIXTL_PYTHON", raising=False)
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(tmp_path),
+                                                             slicerHome=str(tmp_path / "Slicer")), raising=False)
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: shown.append(text))
     monkeypatch.syspath_prepend(str(MODULE_DIR))
     monkeypatch.delitem(sys.modules, "CervixTL", raising=False)

@@ -147,7 +147,7 @@ def test_cancelled_contour_under_the_launcher_writes_no_output(launcher, tmp_pat
     ct, _truth = make_phantom(3, spacing=(5.0, 5.0, 5.0), size=(160, 140, 100))
     vol = slicer.util.addVolumeFromArray(ct.array.astype(np.int16),
                                          ijk_to_ras_from_grid(ct.spacing, ct.origin, ct.direction), "CT")
-    logic = ContourLogic(models_dir=_demo_or_tiny_model(tmp_path), proposals_dir=tmp_path / "proposals")
+    logic = ContourLogic(models_dir=_demo_or_tiny_model(tmp_path))
     n_nodes = env.scene.GetNumberOfNodes()
     job = logic.start_contour(vol, device="cpu", fast=True)
     t0 = time.monotonic()
