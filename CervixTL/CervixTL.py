@@ -31,8 +31,8 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from CervixTLLib import deps, nodes
-from CervixTLLib.engine import EngineError, EngineProcess
+from CervixTLLib import contract, deps, nodes
+from CervixTLLib.engine import TaskQueue
 from CervixTLLib.geometry import parse_margin_text
 from CervixTLLib.logic import ContourLogic
 from CervixTLLib.margins_preview import MarginPreview
@@ -85,7 +85,7 @@ class CervixTLParameterNode:
     outputSegmentation: vtkMRMLSegmentationNode
     model: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-    fast: bool = True
+    fast: bool = False
     ctvFromGtv: bool = False
     ctvMarginMm: Annotated[float, WithinRange(0, 50)] = 5.0
     ptvAnisotropic: bool = False
@@ -113,10 +113,10 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
-        self._task = None
-        self._taskDone = None
+        self.tasks = TaskQueue()
         self._preview = None
         self._devicesShown = False
+        self._fastChosen = False
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -176,8 +176,7 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
         if self._job is not None:
             self._job.process.kill()
-        if self._task is not None:
-            self._task.kill()
+        self.tasks.kill()
         self._pollTimer.stop()
 
     def enter(self) -> None:
@@ -241,14 +240,30 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ models and devices
     def showDevices(self) -> None:
-        found = self.logic.detect_devices()
+        """Ask the engine which devices it sees (``cervixtl devices --json``, background process: torch is
+        never imported in Slicer's process)."""
+        self.ui.deviceInfoLabel.setText(_("Looking for a GPU…"))
+        self.runTask(["devices", "--json"], self.onDevicesFound, _("Looking for a GPU…"))
+
+    def onDevicesFound(self, result) -> None:
+        if not result.ok:
+            self.ui.deviceInfoLabel.setText(_("PyTorch not installed yet (installed on first use)"))
+            return
+        try:
+            found = contract.devices(result.stdout)
+        except Exception as exc:  # noqa: BLE001 - a one-line label, never a crash
+            self.ui.deviceInfoLabel.setText(str(exc))
+            return
         if found["torch"] is None:
             text = _("PyTorch not installed yet (installed on first use)")
         elif found["cuda"]:
-            text = _("GPU found: {names}").format(names=", ".join(found["gpus"]))
+            text = _("GPU found: {names}").format(names=", ".join(g["name"] for g in found["gpus"]))
         else:
-            text = _("No CUDA GPU found: auto uses the CPU (tick 'Fast' for CPU)")
+            text = _("No CUDA GPU found: auto uses the CPU ('Fast' is on for the CPU)")
         self.ui.deviceInfoLabel.setText(text)
+        if self._parameterNode and not self._fastChosen:  # once: 'Fast' on only without a GPU
+            self._fastChosen = True
+            self._parameterNode.fast = bool(found["fast_default"])
 
     def fillCatalogue(self) -> None:
         self.ui.catalogueSelector.clear()
@@ -272,24 +287,23 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         import json
 
         if not result.ok:
-            self.ui.modelInfoLabel.setText(_("Models unavailable: {error}").format(error=result.error))
+            self.ui.modelInfoLabel.setText(_("Models unavailable: {error}").format(error=contract.error_text(result)))
             return
         try:
-            rows = json.loads(result.stdout)
-        except ValueError:
-            rows = []
-        rows = rows if isinstance(rows, list) else rows.get("models", [])
+            rows = contract.model_rows(result.stdout)
+        except Exception as exc:  # noqa: BLE001
+            self.ui.modelInfoLabel.setText(_("Models unavailable: {error}").format(error=str(exc)))
+            return
         wanted = self._parameterNode.model if self._parameterNode else ""
         self.ui.modelSelector.blockSignals(True)
         self.ui.modelSelector.clear()
         self.ui.modelSelector.addItem(_("active default model"), "")
         for row in rows:
-            spec = f"{row.get('name')}@{row.get('version')}"
-            label = spec + (" *" if row.get("active") else "") + (" (bundled)" if row.get("source") == "bundled" else "")
+            spec = row["spec"]
+            label = spec + (" *" if row["active"] else "") + (" (bundled)" if row["source"] == "bundled" else "")
             self.ui.modelSelector.addItem(label, spec)
             self.ui.modelSelector.setItemData(self.ui.modelSelector.count - 1,
-                                              f"{row.get('derivation', '')}\nSHA-256 {row.get('sha256', '')}",
-                                              qt.Qt.ToolTipRole)
+                                              f"{row['derivation']}\nSHA-256 {row['sha256']}", qt.Qt.ToolTipRole)
         idx = max(0, self.ui.modelSelector.findData(wanted))
         self.ui.modelSelector.setCurrentIndex(idx)
         self.ui.modelSelector.blockSignals(False)
@@ -316,21 +330,15 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onModelImported(self, result) -> None:
         if not result.ok:
-            showError(_("Model import failed"), RuntimeError(result.error))
+            showError(_("Model import failed"), RuntimeError(contract.error_text(result)), details=result.log)
             return
         self.refreshModels()
 
     # ------------------------------------------------------------------ background processes
     def runTask(self, args, onDone, message: str) -> None:
-        """Run a short engine command in the background; ``onDone(EngineResult)`` when it ends."""
-        if self._task is not None:
-            return
-        try:
-            self._task = EngineProcess(args)
-        except EngineError as exc:
-            showError(_("Cannot start the engine"), exc)
-            return
-        self._taskDone = onDone
+        """Queue a short engine command (background process, :class:`CervixTLLib.engine.TaskQueue`);
+        ``onDone(EngineResult)`` when it ends."""
+        self.tasks.submit(args, onDone, message)
         self.ui.statusLabel.setText(message)
         self._pollTimer.start()
 
@@ -342,14 +350,7 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.setText(f"{rec.get('stage', '')}: {rec.get('message', '')}")
             if not self._job.running:
                 self.onContourFinished()
-        if self._task is not None:
-            self._task.poll()
-            if not self._task.running:
-                task, done = self._task, self._taskDone
-                self._task, self._taskDone = None, None
-                self.ui.statusLabel.setText("")
-                done(task.result())
-        if self._job is None and self._task is None:
+        if not self.tasks.poll() and self._job is None:
             self._pollTimer.stop()
 
     # ------------------------------------------------------------------ first use
@@ -418,7 +419,7 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.setText(_("Cancelled; nothing was changed."))
             else:
                 self.ui.statusLabel.setText(_("Contouring failed."))
-                showError(_("Contouring did not complete"), exc)
+                showError(_("Contouring did not complete"), exc, details="\n".join(job.process.stderr_lines))
             self.ui.progressBar.setValue(0)
             self.updateGUIFromParameterNode()
             return
@@ -552,11 +553,16 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.setText(_("Saved as {case}").format(case=caseId))
 
 
-def showError(what: str, exc: BaseException) -> None:
-    """A message box with ``what`` and the error's first line (never a stack trace)."""
+def showError(what: str, exc: BaseException, details: str = "") -> None:
+    """A message box with ``what`` and the error's first line; the engine's whole log (its stderr) is under
+    "Show Details" and in the Python console's log (never a stack trace in the message itself)."""
     line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    logging.error("CervixTL: %s: %s", what, line)
-    slicer.util.errorDisplay(f"{what}:\n\n{line}", windowTitle="CervixTL")
+    details = details or str(exc).strip()
+    logging.error("CervixTL: %s: %s%s", what, line, ("\n" + details) if details and details != line else "")
+    if details and details != line:
+        slicer.util.errorDisplay(f"{what}:\n\n{line}", windowTitle="CervixTL", detailedText=details)
+    else:
+        slicer.util.errorDisplay(f"{what}:\n\n{line}", windowTitle="CervixTL")
 
 
 class WaitCursor:

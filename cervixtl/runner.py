@@ -297,6 +297,7 @@ class EngineResult:
     stdout: str
     error: str = ""
     progress: list[dict[str, Any]] = field(default_factory=list)
+    log: str = ""
 
     @property
     def ok(self) -> bool:
@@ -464,4 +465,5 @@ class EngineProcess:
             t.join()
         self.poll()
         rc = int(self._proc.returncode)
-        return EngineResult(rc, self.cancelled, self.stdout, self.error_message() or "", list(self.records))
+        return EngineResult(rc, self.cancelled, self.stdout, self.error_message() or "", list(self.records),
+                            "\n".join(self.stderr_lines))

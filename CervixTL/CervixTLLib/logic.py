@@ -148,42 +148,16 @@ class ContourLogic:
         return self.finish_contour(job, output_node)
 
     # ------------------------------------------------------------------ models
-    def _models_args(self) -> list[str]:
-        return ["--models-dir", self.models_dir] if self.models_dir else []
-
-    def list_models(self) -> list[dict[str, Any]]:
-        """Registered models (``cervixtl models list --json``)."""
-        rows = run_engine(["models", "list", "--json", *self._models_args()], timeout_s=120, parse_json=True)
-        return rows if isinstance(rows, list) else rows.get("models", [])
-
-    def import_model(self, source: str, sha256: str | None = None) -> str:
-        """``cervixtl models import SOURCE [--sha256 HEX]`` (a catalogue name, folder, archive or URL); returns
-        the engine's output line."""
-        args = ["models", "import", source, *self._models_args()]
-        if sha256:
-            args += ["--sha256", sha256]
-        return run_engine(args, timeout_s=1800).strip()
-
     @staticmethod
     def catalogue() -> list[dict[str, Any]]:
-        """Downloadable models from the extension's ``Resources/Models.json`` ([] when unavailable)."""
+        """Downloadable models from the extension's ``Resources/Models.json`` ([] when unavailable); read by the
+        engine's torch-free catalogue reader (``cervixtl.models`` imports torch lazily)."""
         try:
             from cervixtl.models.download import read_catalogue
 
             return list(read_catalogue())
         except Exception:  # noqa: BLE001 - the catalogue is optional
             return []
-
-    @staticmethod
-    def detect_devices() -> dict[str, Any]:
-        """{"cuda": bool, "gpus": [names], "torch": version or None} for the device selector."""
-        try:
-            import torch
-        except Exception:  # noqa: BLE001 - torch may be missing before first-use install
-            return {"cuda": False, "gpus": [], "torch": None}
-        cuda = bool(torch.cuda.is_available())
-        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
-        return {"cuda": cuda, "gpus": gpus, "torch": torch.__version__}
 
     # ------------------------------------------------------------------ export / cases
     @staticmethod

@@ -497,9 +497,11 @@ def test_panel_propose_margins_export_and_save_case(monkeypatch: pytest.MonkeyPa
             time.sleep(0.05)
             assert time.monotonic() - t0 < timeout_s
 
-    w.enter()  # first entry: devices shown, models listed in the background
-    assert ui.deviceInfoLabel.text != "" and ui.deviceInfoLabel.text != "Looking for a GPU…"
+    assert not p.fast  # 'Fast' is off until the engine says there is no GPU
+    w.enter()  # first entry: devices and models asked from the engine, in the background
+    assert ui.deviceInfoLabel.text == "Looking for a GPU…"
     pump()
+    assert ui.deviceInfoLabel.text.startswith("No CUDA GPU found") and p.fast  # (this machine has no GPU)
     if bundled:
         # the catalogue (Resources/Models.json) offers the demo model; Download imports it, SHA-256 verified
         assert ui.catalogueSelector.currentData == "cervixtl-demo"
@@ -601,3 +603,85 @@ def test_first_use_installs_only_after_confirmation(monkeypatch: pytest.MonkeyPa
     assert widget.ensureEngineDependencies() is True
     assert installed == [["monai>=1.4,<1.7", "slicerio>=1.4,<2"]]
     assert stand_in.shown == []
+
+
+# ============================================================================ issue 14 defect 4: no torch in Slicer's process
+def build_panel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> types.SimpleNamespace:
+    """The CervixTL widget on the real MRML scene with fake Qt widgets (names from the .ui), set up as Slicer
+    does (``setup()``); ``pump()`` runs its poll timer until idle."""
+    import time
+
+    import mrml_harness
+
+    mrml_harness.make_slicer_env()
+    stand_in = _install_slicer_stand_ins(monkeypatch, tmp_path)
+    monkeypatch.setitem(sys.modules, "qt", _fake_qt({}))
+    sys.modules["slicer.parameterNodeWrapper"].parameterNodeWrapper = _parameter_wrapper
+    import slicer
+    import slicer.util
+
+    ui = types.SimpleNamespace(**{name: _FakeWidget(name) for name in _ui_names()})
+    monkeypatch.setattr(slicer.util, "loadUI", lambda path: _FakeWidget("CervixTL"), raising=False)
+    monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda w: ui, raising=False)
+    import CervixTL
+
+    class Widget(CervixTL.CervixTLWidget):
+        def __init__(self) -> None:
+            CervixTL.CervixTLWidget.__init__(self)
+            self.layout = types.SimpleNamespace(addWidget=lambda w: None)
+            self.parent = types.SimpleNamespace(isEntered=True)
+
+        def resourcePath(self, p: str) -> str:  # noqa: N802
+            return str(MODULE_DIR / "Resources" / p)
+
+    CervixTL.ScriptedLoadableModuleLogic.getParameterNode = lambda self: None
+    w = Widget()
+    w.setup()
+
+    def pump(timeout_s: float = 300) -> None:
+        t0 = time.monotonic()
+        while w._pollTimer.active:
+            w.onPoll()
+            time.sleep(0.05)
+            assert time.monotonic() - t0 < timeout_s
+
+    return types.SimpleNamespace(widget=w, ui=ui, shown=stand_in.shown, pump=pump, module=CervixTL)
+
+
+_TORCH_FREE = r"""
+import json, sys
+from pathlib import Path
+sys.path[:0] = [{here!r}]
+import pytest
+import test_cervixtl_ui as t
+panel = t.build_panel(pytest.MonkeyPatch(), Path(sys.argv[1]))
+after_setup = "torch" in sys.modules
+panel.widget.enter()
+panel.pump()
+print(json.dumps({{"after_setup": after_setup, "after_enter": "torch" in sys.modules,
+                  "device": panel.ui.deviceInfoLabel.text, "catalogue": panel.ui.catalogueSelector.items,
+                  "models": [x[0] for x in panel.ui.modelSelector.items]}}))
+"""
+
+
+@pytest.mark.slicer
+def test_panel_setup_and_entry_never_import_torch_in_slicers_process(tmp_path: Path) -> None:
+    """Defect 4: the model catalogue, the device probe and the model list come from the engine (its
+    torch-free catalogue reader, ``cervixtl devices --json``, ``models list --json``); Slicer's process never
+    imports torch (a fresh interpreter, so that no other test's import hides one)."""
+    import json
+    import os
+
+    script = tmp_path / "panel.py"
+    script.write_text(_TORCH_FREE.format(here=str(Path(__file__).resolve().parent)), encoding="utf-8")
+    env = {**os.environ, "CERVIXTL_MODELS_DIR": str(tmp_path / "models"), "PYTHONPATH": os.pathsep.join(
+        [str(REPO), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["after_setup"] is False and out["after_enter"] is False
+    assert out["device"].startswith(("No CUDA GPU found", "GPU found")), out
+    if (REPO / "Resources" / "Models.json").is_file():
+        assert [d for _t, d in out["catalogue"]] == ["cervixtl-demo"]
+    assert out["models"][0] == "active default model"
