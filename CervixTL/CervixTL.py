@@ -36,6 +36,7 @@ from CervixTLLib.engine import TaskQueue
 from CervixTLLib.geometry import parse_margin_text
 from CervixTLLib.logic import ContourLogic
 from CervixTLLib.margins_preview import MarginPreview
+from CervixTLLib.ui import reloadPackages, showError
 
 #: Milliseconds between two polls of the engine process.
 POLL_INTERVAL_MS = 200
@@ -178,6 +179,11 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job.process.kill()
         self.tasks.kill()
         self._pollTimer.stop()
+
+    def onReload(self) -> None:
+        """Reload: the Lib package too, not only this file."""
+        reloadPackages(("CervixTLLib",))
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -355,31 +361,23 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ first use
     def ensureEngineDependencies(self) -> bool:
-        """Install missing engine packages after the user confirms; False when they are still missing."""
-        missing = deps.missing_modules()
-        if not missing:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(
-                _("CervixTL needs these Python packages, not yet installed in Slicer: {names}.\n\n"
-                  "Install them now? (This downloads several hundred MB and can take minutes.)").format(
-                    names=", ".join(missing)), windowTitle=_("Install CervixTL dependencies")):
-            return False
-        if "torch" in missing:
-            try:
-                import PyTorchUtils  # provided by the PyTorch extension (CUDA-matched wheels)
+        """First use: install the engine's packages after the user confirms (:func:`CervixTLLib.deps.
+        ensure_installed`: checks in a subprocess, torch through the PyTorch extension, Slicer's own packages
+        kept, pip's log on failure, restart prompt); False when they are still missing."""
+        try:
+            import PyTorchUtils  # the PyTorch extension (a declared dependency of CervixTL)
 
-                PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
-            except ImportError:  # no PyTorch extension: the default (CPU or CUDA) wheel from PyPI
-                slicer.util.pip_install([deps.ENGINE_REQUIREMENTS["torch"]])
-        requirements = deps.pip_requirements(missing, without_torch=True)
-        if requirements:
-            slicer.util.pip_install(requirements)  # a list: one argument per requirement
-        still = deps.missing_modules()
-        if still:
-            slicer.util.errorDisplay(_("Still missing after installation: {names}").format(names=", ".join(still)))
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        except ImportError:
+            torchLogic = None
+        try:
+            ok = deps.ensure_installed(SlicerInstallUI(), torchLogic)
+        except Exception as exc:  # noqa: BLE001 - the check itself failed: one line + details
+            showError(_("Cannot check CervixTL's Python packages"), exc)
             return False
-        self.showDevices()
-        return True
+        if ok:
+            self.showDevices()
+        return ok
 
     # ------------------------------------------------------------------ propose
     def onProposeButton(self) -> None:
@@ -553,16 +551,42 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.setText(_("Saved as {case}").format(case=caseId))
 
 
-def showError(what: str, exc: BaseException, details: str = "") -> None:
-    """A message box with ``what`` and the error's first line; the engine's whole log (its stderr) is under
-    "Show Details" and in the Python console's log (never a stack trace in the message itself)."""
-    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    details = details or str(exc).strip()
-    logging.error("CervixTL: %s: %s%s", what, line, ("\n" + details) if details and details != line else "")
-    if details and details != line:
-        slicer.util.errorDisplay(f"{what}:\n\n{line}", windowTitle="CervixTL", detailedText=details)
-    else:
-        slicer.util.errorDisplay(f"{what}:\n\n{line}", windowTitle="CervixTL")
+class SlicerInstallUI(deps.InstallUI):
+    """Slicer's dialogs for :func:`CervixTLLib.deps.ensure_installed`."""
+
+    def confirm(self, text: str) -> bool:
+        return slicer.util.confirmOkCancelDisplay(text, windowTitle=_("Install CervixTL dependencies"))
+
+    def error(self, text: str, details: str = "") -> None:
+        showError(_("CervixTL dependencies"), RuntimeError(text), details=details)
+
+    def busy(self, text: str):
+        return InstallProgress(text)
+
+    def ask_restart(self, text: str) -> bool:
+        return slicer.util.confirmYesNoDisplay(text, windowTitle=_("Restart Slicer"))
+
+    def restart(self) -> None:
+        slicer.util.restart()
+
+
+class InstallProgress:
+    """A busy progress dialog (no cancel) and the wait cursor while the installer works."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.dialog = None
+
+    def __enter__(self):
+        self.dialog = slicer.util.createProgressDialog(labelText=self.text, maximum=0, windowTitle="CervixTL")
+        slicer.app.processEvents()
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        qt.QApplication.restoreOverrideCursor()
+        if self.dialog is not None:
+            self.dialog.close()
 
 
 class WaitCursor:
@@ -626,8 +650,13 @@ class CervixTLTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         self.delayDisplay("Starting the CervixTL self-test")
-        if deps.missing_modules():
-            self.skipTest("engine dependencies are not installed: " + ", ".join(deps.missing_modules()))
+        missing = [r["requirement"] for r in deps.check_requirements(deps.engine_requirements()) if not r["ok"]]
+        if missing:  # (a fresh Slicer before the first-use install: nothing to contour with yet)
+            self.skipTest("engine dependencies are not installed: " + ", ".join(missing))
+        from cervixtl.structures import resources_dir
+
+        demo = resources_dir() / "Models" / "cervixtl-demo"  # (the build tree has it too, see CMakeLists.txt)
+        self.assertTrue((demo / "model.json").is_file(), f"the bundled demo model is missing: {demo}")
         from cervixtl.phantom import make_phantom
 
         from CervixTLLib.geometry import ijk_to_ras_from_grid

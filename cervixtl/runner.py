@@ -318,13 +318,15 @@ class EngineProcess:
     """
 
     def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None,
-                 *, kill_after_s: float = KILL_AFTER_S, describe: ErrorDescriber = error_line) -> None:
+                 *, kill_after_s: float = KILL_AFTER_S, describe: ErrorDescriber = error_line,
+                 script: str | os.PathLike | None = None) -> None:
         """Start the process (returns at once).
 
         Args:
             env: extra environment variables (see :func:`engine_env`).
             kill_after_s: seconds after :meth:`cancel` before a process that ignores SIGTERM is killed.
             describe: ``describe(stderr, returncode, cancelled)`` -> the one-line message of a failure.
+            script: run ``PYTHON SCRIPT ARGS`` (a helper script of a module) instead of ``PYTHON -m cervixtl ARGS``.
 
         Raises:
             EngineError: the interpreter cannot be started.
@@ -340,7 +342,7 @@ class EngineProcess:
         self._term_sent_at: float | None = None
         self._tree: list[int] = []
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
-        cmd = engine_command(self.args)
+        cmd = [engine_python(), str(script), *self.args] if script else engine_command(self.args)
         try:
             self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           stdin=subprocess.DEVNULL, text=True, bufsize=1, env=engine_env(env),

@@ -34,6 +34,7 @@ class Task:
     on_done: Callable[[EngineResult], Any]
     message: str = ""
     env: dict[str, str] | None = None
+    script: str | None = None
     process: EngineProcess | None = None
 
 
@@ -49,9 +50,10 @@ class TaskQueue:
         self.current: Task | None = None
         self._pending: collections.deque[Task] = collections.deque()
 
-    def submit(self, args: Sequence[str], on_done: Callable[[EngineResult], Any], message: str = "") -> Task:
-        """Queue ``cervixtl ARGS`` (started by the next :meth:`poll`)."""
-        task = Task([str(a) for a in args], on_done, message, self.env)
+    def submit(self, args: Sequence[str], on_done: Callable[[EngineResult], Any], message: str = "", *,
+               script: str | os.PathLike | None = None) -> Task:
+        """Queue ``cervixtl ARGS`` (or ``PYTHON SCRIPT ARGS``), started by the next :meth:`poll`."""
+        task = Task([str(a) for a in args], on_done, message, self.env, str(script) if script else None)
         self._pending.append(task)
         return task
 
@@ -78,7 +80,7 @@ class TaskQueue:
             task = self._pending.popleft()
             self.current = task
             try:
-                task.process = EngineProcess(task.args, env=task.env)
+                task.process = EngineProcess(task.args, env=task.env, script=task.script)
             except EngineError as exc:  # the interpreter cannot start: reported like a failed command
                 self.current = None
                 task.on_done(EngineResult(-1, False, "", str(exc)))

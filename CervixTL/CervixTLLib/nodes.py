@@ -98,10 +98,22 @@ def find_segment_id(seg_node: Any, name: str) -> str | None:
 def segment_mask(seg_node: Any, segment_id: str, reference_volume: Any) -> np.ndarray:
     """Boolean mask (z, y, x) of a segment resampled on ``reference_volume``'s grid."""
     slicer = _slicer()
-    arr = slicer.util.arrayFromSegmentBinaryLabelmap(seg_node, segment_id, reference_volume)
+    scene = seg_node.GetScene()
+    before = _node_ids(scene)
+    try:
+        arr = slicer.util.arrayFromSegmentBinaryLabelmap(seg_node, segment_id, reference_volume)
+    finally:  # slicer.util removes its temporary label map node but leaves that node's display node behind
+        for node_id in _node_ids(scene) - before:
+            node = scene.GetNodeByID(node_id)
+            if node is not None and node.IsA("vtkMRMLDisplayNode"):
+                scene.RemoveNode(node)
     if arr is None:
         return np.zeros(tuple(reversed(reference_volume.GetImageData().GetDimensions())), dtype=bool)
     return np.asarray(arr) > 0
+
+
+def _node_ids(scene: Any) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())} if scene is not None else set()
 
 
 def set_segment_mask(seg_node: Any, segment_id: str, mask: np.ndarray, reference_volume: Any) -> None:
@@ -398,3 +410,32 @@ def export_with_slicer_rt(exporter: Any, ct_node: Any, seg_node: Any, folder: Pa
     if error:
         raise ValueError(f"SlicerRT: {error}")
     return folder
+
+
+# ============================================================================ reading files into the scene
+def read_file_detached(scene: Any, path: str | os.PathLike, name: str, *, segmentation: bool = False,
+                       reference_volume: Any = None) -> Any:
+    """Read a volume file (or a ``.seg.nrrd``) into a new node called ``name``, NOT bound to the file: the
+    storage node is removed after reading, so that Slicer's Save asks for a new place instead of writing edits
+    back (into the case library, bypassing its anonymisation and geometry checks). A segmentation gets
+    ``reference_volume``'s geometry and a tie to it.
+
+    Raises:
+        OSError: unreadable file (the scene is left as it was).
+    """
+    node_class, storage_class = (("vtkMRMLSegmentationNode", "vtkMRMLSegmentationStorageNode") if segmentation
+                                 else ("vtkMRMLScalarVolumeNode", "vtkMRMLVolumeArchetypeStorageNode"))
+    node = scene.AddNewNodeByClass(node_class, name)
+    storage = scene.AddNewNodeByClass(storage_class)
+    try:
+        storage.SetFileName(str(path))
+        if not storage.ReadData(node):
+            scene.RemoveNode(node)
+            raise OSError(f"could not read {Path(path).name}")
+    finally:
+        scene.RemoveNode(storage)
+    node.SetAndObserveStorageNodeID(None)
+    if segmentation and reference_volume is not None:
+        node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+        tie_to_ct(node, reference_volume)
+    return node

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -193,8 +194,11 @@ def _install_slicer_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
     stand_ins.python_slicer_launcher(tmp_path / "Slicer" / "bin")
     monkeypatch.delenv("CERVIXTL_PYTHON", raising=False)
-    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(tmp_path),
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(tmp_path), processEvents=lambda: None,
                                                              slicerHome=str(tmp_path / "Slicer")), raising=False)
+    # slicer.util.createProgressDialog needs Qt: a dialog that records its label
+    monkeypatch.setattr(slicer.util, "createProgressDialog", lambda **kw: types.SimpleNamespace(
+        labelText=kw.get("labelText"), close=lambda: None), raising=False)
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: shown.append(text))
     monkeypatch.syspath_prepend(str(MODULE_DIR))
     monkeypatch.delitem(sys.modules, "CervixTL", raising=False)
@@ -566,43 +570,170 @@ def test_panel_propose_margins_export_and_save_case(monkeypatch: pytest.MonkeyPa
     w.cleanup()
 
 
-def test_missing_dependencies_are_found_and_mapped_to_pip() -> None:
+# ============================================================================ issue 14 defect 3: first-use install
+def test_engine_requirements_come_from_pyproject_not_a_copied_list() -> None:
+    import tomllib
+
     sys.path.insert(0, str(MODULE_DIR))
     from CervixTLLib import deps
 
-    assert deps.missing_modules(["numpy", "no_such_module_cervixtl"]) == ["no_such_module_cervixtl"]
-    assert deps.pip_requirements(["torch", "monai"]) == ["torch>=2.4,<2.15", "monai>=1.4,<1.7"]
-    assert deps.pip_requirements(["torch", "monai"], without_torch=True) == ["monai>=1.4,<1.7"]
-    assert set(deps.ENGINE_REQUIREMENTS) >= {"torch", "monai", "SimpleITK", "slicerio", "safetensors"}
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    assert deps.engine_requirements() == declared
+    assert {"scikit-image", "einops", "psutil", "highdicom", "torch"} <= {deps._name(r) for r in declared}
+    assert not hasattr(deps, "ENGINE_REQUIREMENTS")  # (the old hand-copied list)
+    # Python 3.10 has no tomllib: the fallback reads the same list
+    assert deps._pyproject_dependencies.__code__  # noqa: B018
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tomllib(name, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if name == "tomllib":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    builtins.__import__ = no_tomllib
+    try:
+        assert deps.engine_requirements() == declared
+    finally:
+        builtins.__import__ = real_import
+
+
+def test_install_plan_keeps_slicers_packages_and_routes_torch() -> None:
+    sys.path.insert(0, str(MODULE_DIR))
+    from CervixTLLib import deps
+
+    rows = [{"requirement": "torch>=2.4,<2.15", "name": "torch", "installed": None, "ok": False},
+            {"requirement": "pydicom>=2.4,<4", "name": "pydicom", "installed": "2.4.4", "ok": True},
+            {"requirement": "highdicom>=0.23,<1", "name": "highdicom", "installed": None, "ok": False},
+            {"requirement": "monai>=1.4,<1.7", "name": "monai", "installed": "1.3.0", "ok": False},
+            {"requirement": "SimpleITK>=2.3,<3", "name": "SimpleITK", "installed": "2.2.1", "ok": False},
+            {"requirement": "einops>=0.7,<1", "name": "einops", "installed": "0.8.0", "ok": True}]
+    plan = deps.plan_install(rows)
+    assert plan.torch == "torch>=2.4,<2.15"
+    assert plan.pip == ["highdicom>=0.23,<1", "monai>=1.4,<1.7"]  # version-checked, not only "present"
+    assert plan.constraints == ["pydicom==2.4.4", "SimpleITK==2.2.1"]  # highdicom cannot upgrade Slicer's pydicom
+    assert plan.conflicts == ["SimpleITK>=2.3,<3 (Slicer has SimpleITK 2.2.1)"]
+    installed = deps.plan_install([dict(rows[0], installed="2.6.0", ok=True)])
+    assert installed.torch is None and installed.constraints == ["torch==2.6.0"] and not installed.needed
+    before = [{"name": "pydicom", "installed": "2.4.4"}, {"name": "einops", "installed": None}]
+    after = [{"name": "pydicom", "installed": "3.0.1"}, {"name": "einops", "installed": "0.8.0"}]
+    assert deps.loaded_and_changed(before, after, loaded=["pydicom.dataset", "qt"]) == ["pydicom"]
+    assert deps.loaded_and_changed(before, after, loaded=["qt"]) == []
+    assert deps.python_supported((3, 12, 0)) and not deps.python_supported((3, 9, 10))
+    assert "Slicer 5.10 or later" in deps.unsupported_text((3, 9, 10)) and "Python 3.9" in deps.unsupported_text((3, 9))
+
+
+class _InstallUI:
+    def __init__(self, answers: list) -> None:
+        self.answers, self.asked, self.errors, self.busy_texts, self.restarted = answers, [], [], [], False
+
+    def confirm(self, text: str) -> bool:
+        self.asked.append(text)
+        return self.answers.pop(0)
+
+    def error(self, text: str, details: str = "") -> None:
+        self.errors.append((text, details))
+
+    def busy(self, text: str):  # noqa: ANN201
+        import contextlib
+
+        self.busy_texts.append(text)
+        return contextlib.nullcontext()
+
+    def ask_restart(self, text: str) -> bool:
+        self.asked.append(text)
+        return True
+
+    def restart(self) -> None:
+        self.restarted = True
+
+
+def test_first_use_install_checks_versions_in_a_subprocess_and_pins_slicers_packages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real version check (a subprocess of this Python); pip is a stand-in that 'installs' by writing the
+    package's metadata where that subprocess finds it; its command must carry the constraints file."""
+    import importlib.metadata
+
+    sys.path.insert(0, str(MODULE_DIR))
+    import stand_ins
+    from CervixTLLib import deps
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    numpy_version = importlib.metadata.version("numpy")
+    calls: list = []
+
+    def pip(cmd):  # noqa: ANN001, ANN202
+        constraints = Path(cmd[cmd.index("-c") + 1]).read_text()
+        calls.append((cmd, constraints))
+        dist = site / "cervixtl_fake_pkg-1.2.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cervixtl-fake-pkg\nVersion: 1.2\n")
+        return 0, "Successfully installed cervixtl-fake-pkg-1.2"
+
+    reqs = ["numpy>=1.24,<3", "cervixtl-fake-pkg>=1.0"]
+    ui = _InstallUI([False])
+    assert deps.ensure_installed(ui, None, requirements=reqs, pip_runner=pip) is False  # declined: nothing done
+    assert calls == [] and "cervixtl-fake-pkg>=1.0" in ui.asked[0] and "numpy>=" not in ui.asked[0]
+    ui = _InstallUI([True])
+    assert deps.ensure_installed(ui, None, requirements=reqs, pip_runner=pip) is True, ui.errors
+    (cmd, constraints), = calls
+    assert cmd[1:4] == ["-m", "pip", "install"] and "cervixtl-fake-pkg>=1.0" in cmd and "numpy>=1.24,<3" not in cmd
+    assert f"numpy=={numpy_version}" in constraints.split()
+    assert ui.busy_texts == ["Checking CervixTL's Python packages…", "Installing cervixtl-fake-pkg…"]
+    assert not ui.restarted  # nothing Slicer had imported changed
+    # once installed: nothing is asked any more
+    ui = _InstallUI([])
+    assert deps.ensure_installed(ui, None, requirements=reqs, pip_runner=pip) is True and ui.asked == []
+
+    # a failing pip: its whole log in the error dialog's details
+    ui = _InstallUI([True])
+    log = "ERROR: Could not find a version that satisfies the requirement cervixtl-other>=9"
+    assert deps.ensure_installed(ui, None, requirements=["cervixtl-other>=9"], pip_runner=lambda c: (1, log)) is False
+    assert ui.errors[-1][1] == log and "pip's log" in ui.errors[-1][0]
+
+    # torch goes to the PyTorch extension with the engine's range, asking the user there
+    torch_logic = stand_ins.PyTorchUtilsLogic(accept=False)
+    ui = _InstallUI([True])
+    assert deps.ensure_installed(ui, torch_logic, requirements=["torch>=99"], pip_runner=pip) is False
+    assert torch_logic.calls == [{"askConfirmation": True, "torchVersionRequirement": ">=99"}]
+    assert ui.errors[-1][0].startswith("PyTorch was not installed")
+    ui = _InstallUI([True])
+    assert deps.ensure_installed(ui, None, requirements=["torch>=99"], pip_runner=pip) is False
+    assert "PyTorch' extension" in ui.errors[-1][0] and len(calls) == 1  # pip never installs torch
 
 
 @pytest.mark.slicer
-def test_first_use_installs_only_after_confirmation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_first_use_install_from_the_widget(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The widget hands Slicer's dialogs and the PyTorch extension's logic to the installer."""
     import mrml_harness
 
     mrml_harness.make_slicer_env()
     stand_in = _install_slicer_stand_ins(monkeypatch, tmp_path)
-    import slicer
-    import slicer.util
+    import stand_ins
 
     import CervixTL
     from CervixTLLib import deps
 
-    installed: list = []
-    answers: list[bool] = []
-    missing = [["monai", "slicerio"]]
-    monkeypatch.setattr(deps, "missing_modules", lambda names=None: list(missing[-1]))
-    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *a, **k: answers.pop(0), raising=False)
-    monkeypatch.setattr(slicer.util, "pip_install", lambda req: (installed.append(req), missing.append([])),
-                        raising=False)
+    seen: dict = {}
+
+    def fake_ensure(ui, torch_logic, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen["ui"], seen["torch"] = ui, torch_logic
+        return True
+
+    monkeypatch.setattr(deps, "ensure_installed", fake_ensure)
+    pytorch = types.ModuleType("PyTorchUtils")
+    pytorch.PyTorchUtilsLogic = stand_ins.PyTorchUtilsLogic
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", pytorch)
     widget = CervixTL.CervixTLWidget.__new__(CervixTL.CervixTLWidget)
-    widget.showDevices = lambda: None
-    answers.append(False)  # the user declines: nothing is installed, contouring does not start
-    assert widget.ensureEngineDependencies() is False and installed == []
-    answers.append(True)
-    assert widget.ensureEngineDependencies() is True
-    assert installed == [["monai>=1.4,<1.7", "slicerio>=1.4,<2"]]
-    assert stand_in.shown == []
+    widget.showDevices = lambda: seen.setdefault("devices", True)
+    assert widget.ensureEngineDependencies() is True and seen["devices"]
+    assert isinstance(seen["ui"], CervixTL.SlicerInstallUI) and isinstance(seen["torch"], stand_ins.PyTorchUtilsLogic)
+    monkeypatch.setattr(deps, "ensure_installed", lambda ui, t, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert widget.ensureEngineDependencies() is False
+    assert stand_in.shown[-1].startswith("Cannot check CervixTL's Python packages")
 
 
 # ============================================================================ issue 14 defect 4: no torch in Slicer's process
