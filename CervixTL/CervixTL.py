@@ -59,7 +59,7 @@ class CervixTL(ScriptedLoadableModule):
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Radiotherapy")]
         self.parent.dependencies = []
         self.parent.contributors = ["CervixTL developers"]
-        self.parent.helpText = _(
+        self.parent.helpText = (deps.unsupported_text() + "\n\n" if not deps.python_supported() else "") + _(
             "Propose GTV, CTV, PTV and pelvic organs at risk on a planning CT with the active CervixTL model, "
             "adjust CTV/PTV margins with live preview, edit in the Segment Editor, export (RTSTRUCT, .seg.nrrd, "
             "NIfTI) and save the corrected case for fine-tuning. Every proposal must be reviewed by a qualified "
@@ -110,6 +110,7 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
+        self.unsupported = False
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
@@ -122,6 +123,10 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if not deps.python_supported():  # Slicer 5.8 and older (Python 3.9): say so instead of a broken panel
+            self.layout.addWidget(qt.QLabel(deps.unsupported_text()))
+            self.unsupported = True
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/CervixTL.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -174,6 +179,8 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         """Module closed (Slicer exits): kill every engine process tree still running, drop observers."""
+        if self.unsupported:
+            return
         self.removeObservers()
         if self._job is not None:
             self._job.process.kill()
@@ -186,6 +193,8 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:
+        if self.unsupported:
+            return
         self.initializeParameterNode()
         if not self._devicesShown:
             self._devicesShown = True
@@ -193,6 +202,8 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.refreshModels()
 
     def exit(self) -> None:
+        if self.unsupported:
+            return
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None

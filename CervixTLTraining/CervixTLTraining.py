@@ -29,7 +29,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from CervixTLLib import contract
+from CervixTLLib import contract, deps
 from CervixTLLib.engine import EngineError
 from CervixTLLib.ui import reloadPackages, showError
 from CervixTLTrainingLib import estimates
@@ -54,7 +54,7 @@ class CervixTLTraining(ScriptedLoadableModule):
         # CervixTL provides the shared Lib (engine runner, contract reader, node <-> file conversion)
         self.parent.dependencies = ["CervixTL"]
         self.parent.contributors = ["CervixTL developers"]
-        self.parent.helpText = _(
+        self.parent.helpText = (deps.unsupported_text() + "\n\n" if not deps.python_supported() else "") + _(
             "Fine-tune the CervixTL contouring model on the department's own corrected cases, compare it with "
             "its source model on held-out cases, and activate or roll back model versions. Training runs in a "
             "separate process; Cancel leaves the active model unchanged. Not for clinical use without local "
@@ -110,6 +110,7 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
+        self.unsupported = False
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
@@ -121,6 +122,10 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if not deps.python_supported():  # Slicer 5.8 and older (Python 3.9): say so instead of a broken panel
+            self.layout.addWidget(qt.QLabel(deps.unsupported_text()))
+            self.unsupported = True
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/CervixTLTraining.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -165,6 +170,8 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         """Module closed (Slicer exits): kill every engine process tree (PythonSlicer and the interpreter it
         started), drop observers."""
+        if self.unsupported:
+            return
         if self.logic is not None:
             self.logic.lib.kill()
         if self._timer is not None:
@@ -172,6 +179,8 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self) -> None:
+        if self.unsupported:
+            return
         self.initializeParameterNode()
         if not self._refreshed:
             # Reading the library and the registry starts two short engine processes: do it once the panel
@@ -181,6 +190,8 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.devices()
 
     def exit(self) -> None:
+        if self.unsupported:
+            return
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None

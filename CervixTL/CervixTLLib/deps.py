@@ -63,13 +63,14 @@ print(json.dumps(out))
 '''
 
 
-def python_supported(version_info: Sequence[int] = tuple(sys.version_info)) -> bool:
-    """True on Python :data:`MIN_PYTHON` or newer (Slicer 5.10+)."""
-    return tuple(version_info[:2]) >= MIN_PYTHON
+def python_supported(version_info: Sequence[int] | None = None) -> bool:
+    """True on Python :data:`MIN_PYTHON` or newer (Slicer 5.10+); ``version_info`` defaults to this Python's."""
+    return tuple((version_info or sys.version_info)[:2]) >= MIN_PYTHON
 
 
-def unsupported_text(version_info: Sequence[int] = tuple(sys.version_info)) -> str:
+def unsupported_text(version_info: Sequence[int] | None = None) -> str:
     """What the module shows instead of its panel on an older Slicer."""
+    version_info = version_info or sys.version_info
     return (f"CervixTL needs 3D Slicer 5.10 or later (Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer); this "
             f"Slicer runs Python {version_info[0]}.{version_info[1]}. Please install a current Slicer.")
 

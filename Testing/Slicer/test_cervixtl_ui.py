@@ -148,7 +148,8 @@ def _install_slicer_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
     class _Base:
         def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
-            pass
+            if args and args[0] is not None:
+                self.parent = args[0]
 
         def setup(self) -> None:
             pass
@@ -816,3 +817,21 @@ def test_panel_setup_and_entry_never_import_torch_in_slicers_process(tmp_path: P
     if (REPO / "Resources" / "Models.json").is_file():
         assert [d for _t, d in out["catalogue"]] == ["cervixtl-demo"]
     assert out["models"][0] == "active default model"
+
+
+def test_reload_reloads_the_lib_packages() -> None:
+    """Defect 11: Reload re-reads the Lib packages too (Slicer's own Reload re-reads only the module file)."""
+    sys.path.insert(0, str(MODULE_DIR))
+    from CervixTLLib import contract, ui
+
+    contract.CANCELLED_TEXT = "edited in memory"
+    reloaded = ui.reloadPackages(["CervixTLLib"])
+    assert "CervixTLLib.contract" in reloaded and reloaded[-1] == "CervixTLLib"
+    assert sys.modules["CervixTLLib.contract"].CANCELLED_TEXT.startswith("Stopped on request")
+    for path, packages in ((MODULE_PY, "('CervixTLLib',)"),
+                           (REPO / "CervixTLTraining" / "CervixTLTraining.py", "('CervixTLTrainingLib', 'CervixTLLib')")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("Widget"))
+        reload = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == "onReload")
+        text = ast.unparse(reload)
+        assert f"reloadPackages({packages})" in text and "ScriptedLoadableModuleWidget.onReload(self)" in text

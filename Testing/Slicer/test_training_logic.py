@@ -592,3 +592,25 @@ def test_comparison_rows_read_the_engine_format() -> None:
     # the same file read the other way round: the difference changes sign, the verdict too
     swapped = comparison_rows(data, "site@2", "demo@1")
     assert swapped[1].median_difference == -0.07 and verdict(swapped).startswith("worse on CTV")
+
+
+# ============================================================================ issue 14 defect 11
+@slicer_mark
+def test_activating_the_bundled_demo_model_imports_it_first(scene, tmp_path: Path) -> None:  # noqa: ANN001
+    """The bundled demo model is listed as active but is not in the registry, so ``models activate`` /
+    ``rollback`` on it failed; Activate now imports the bundled package (checksum verified) and activates it."""
+    from CervixTLTrainingLib.logic import TrainingLogic
+
+    if not (REPO / "Resources" / "Models" / "cervixtl-demo" / "model.json").is_file():
+        pytest.skip("no bundled demo model in this checkout")
+    logic = TrainingLogic(scene, models_dir=str(tmp_path / "models"))
+    rows = {m["spec"]: m for m in logic.list_models()}
+    demo = rows["cervixtl-demo@1"]
+    assert demo["source"] == "bundled" and demo["active"]
+    with pytest.raises(EngineError):
+        logic.activate("cervixtl-demo@1")  # what the old Activate did
+    logic.activate("cervixtl-demo@1", bundled_path=demo["path"])
+    rows = {m["spec"]: m for m in logic.list_models()}
+    assert rows["cervixtl-demo@1"]["source"] == "registry" and rows["cervixtl-demo@1"]["active"]
+    logic.activate("cervixtl-demo@1")  # now a registry version like any other
+    assert (tmp_path / "models" / "cervixtl-demo" / "1" / "model.json").is_file()
