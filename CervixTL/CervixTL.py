@@ -62,8 +62,10 @@ class CervixTL(ScriptedLoadableModule):
         self.parent.helpText = (deps.unsupported_text() + "\n\n" if not deps.python_supported() else "") + _(
             "Propose GTV, CTV, PTV and pelvic organs at risk on a planning CT with the active CervixTL model, "
             "adjust CTV/PTV margins with live preview, edit in the Segment Editor, export (RTSTRUCT, .seg.nrrd, "
-            "NIfTI) and save the corrected case for fine-tuning. Every proposal must be reviewed by a qualified "
-            "clinician; not for clinical use without local validation.")
+            "NIfTI) and save the corrected case for fine-tuning. The only bundled model is a small demo model "
+            "trained on synthetic phantoms, for trying the workflow; it is not a clinical model. Every proposal "
+            "must be reviewed by a qualified clinician. Research tool: Not for clinical use. Needs 3D Slicer "
+            "5.10 or later.")
         self.parent.acknowledgementText = _(
             "Built on MONAI, PyTorch, SimpleITK and slicerio. Margins follow the cervical-cancer contouring "
             "consensus practice of growing GTV to CTV and CTV to PTV in the patient frame.")

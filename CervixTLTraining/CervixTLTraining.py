@@ -57,8 +57,9 @@ class CervixTLTraining(ScriptedLoadableModule):
         self.parent.helpText = (deps.unsupported_text() + "\n\n" if not deps.python_supported() else "") + _(
             "Fine-tune the CervixTL contouring model on the department's own corrected cases, compare it with "
             "its source model on held-out cases, and activate or roll back model versions. Training runs in a "
-            "separate process; Cancel leaves the active model unchanged. Not for clinical use without local "
-            "validation.")
+            "separate process; Cancel leaves the active model unchanged. The bundled model is a demo model "
+            "trained on synthetic phantoms. Research tool: Not for clinical use (a fine-tuned model needs local "
+            "validation). Needs 3D Slicer 5.10 or later.")
         self.parent.acknowledgementText = _(
             "Built on MONAI and PyTorch. Transfer-learning recipes after published head-and-neck and "
             "nasopharyngeal cross-centre studies (frozen encoder / fine-tuned last blocks).")

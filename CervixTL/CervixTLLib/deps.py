@@ -32,17 +32,20 @@ from cervixtl.runner import engine_env, engine_python, engine_source_dir, popen_
 
 #: Oldest Python the extension runs on: Slicer 5.10 and later (Slicer 5.8 ships Python 3.9).
 MIN_PYTHON = (3, 10)
-#: Packages that come with Slicer and that Slicer's own modules import: CervixTL never installs, upgrades or
-#: downgrades them (they are pinned to the installed version during the install).
-SLICER_OWN = ("numpy", "scipy", "SimpleITK", "pydicom", "vtk", "Pillow", "requests", "packaging", "pip",
-              "setuptools", "wheel", "dicomweb-client", "pynrrd")
+#: Packages that come with Slicer (5.10: numpy, scipy, SimpleITK and VTK built with it; pydicom 2.4.4, Pillow,
+#: dicomweb-client, requests, packaging... from its requirement files) and that Slicer's own modules import:
+#: CervixTL never installs, upgrades or downgrades them (pinned to the installed version during the install;
+#: one without package metadata, e.g. a SimpleITK built with Slicer, is left alone).
+SLICER_OWN = ("numpy", "scipy", "SimpleITK", "pydicom", "vtk", "Pillow", "six", "retrying", "dicomweb-client",
+              "requests", "certifi", "idna", "charset-normalizer", "urllib3", "packaging", "pyparsing", "pip",
+              "setuptools", "wheel")
 #: Installed by the PyTorch extension (its wheel matches the CUDA driver), never by pip here.
 TORCH = "torch"
 
 #: Run in Slicer's Python as a subprocess: argv[1] = JSON list of requirement strings; prints one JSON list of
-#: {"requirement", "name", "installed" (version or null), "ok"}.
+#: {"requirement", "name", "installed" (version or null), "present" (importable), "ok"}. Nothing is imported.
 CHECK_SCRIPT = r'''
-import json, sys
+import importlib.util, json, sys
 from importlib.metadata import PackageNotFoundError, version
 try:
     from packaging.requirements import Requirement
@@ -57,7 +60,11 @@ for text in json.loads(sys.argv[1]):
         have = version(req.name)
     except PackageNotFoundError:
         have = None
-    out.append({"requirement": text, "name": req.name, "installed": have,
+    try:
+        present = have is not None or importlib.util.find_spec(req.name) is not None
+    except (ImportError, ValueError):
+        present = False
+    out.append({"requirement": text, "name": req.name, "installed": have, "present": present,
                 "ok": have is not None and req.specifier.contains(have, prereleases=True)})
 print(json.dumps(out))
 '''
@@ -161,6 +168,8 @@ def plan_install(status: Sequence[dict[str, Any]]) -> InstallPlan:
             plan.constraints.append(f"{row['name']}=={row['installed']}")
             if not row["ok"]:
                 plan.conflicts.append(f"{row['requirement']} (Slicer has {row['name']} {row['installed']})")
+        elif name in own and row.get("present"):
+            continue  # built with Slicer, no package metadata: never replaced
         elif not row["ok"]:
             plan.pip.append(row["requirement"])
     return plan

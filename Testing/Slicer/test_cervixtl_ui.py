@@ -609,8 +609,9 @@ def test_install_plan_keeps_slicers_packages_and_routes_torch() -> None:
             {"requirement": "highdicom>=0.23,<1", "name": "highdicom", "installed": None, "ok": False},
             {"requirement": "monai>=1.4,<1.7", "name": "monai", "installed": "1.3.0", "ok": False},
             {"requirement": "SimpleITK>=2.3,<3", "name": "SimpleITK", "installed": "2.2.1", "ok": False},
-            {"requirement": "einops>=0.7,<1", "name": "einops", "installed": "0.8.0", "ok": True}]
-    plan = deps.plan_install(rows)
+            {"requirement": "einops>=0.7,<1", "name": "einops", "installed": "0.8.0", "ok": True},
+            {"requirement": "numpy>=1.24,<3", "name": "numpy", "installed": None, "present": True, "ok": False}]
+    plan = deps.plan_install(rows)  # (numpy built with Slicer, without metadata: left alone, not re-installed)
     assert plan.torch == "torch>=2.4,<2.15"
     assert plan.pip == ["highdicom>=0.23,<1", "monai>=1.4,<1.7"]  # version-checked, not only "present"
     assert plan.constraints == ["pydicom==2.4.4", "SimpleITK==2.2.1"]  # highdicom cannot upgrade Slicer's pydicom

@@ -117,3 +117,19 @@ def test_on_python_39_the_panel_says_slicer_510_is_needed(module_name: str, monk
     w.enter()
     w.exit()
     w.cleanup()  # nothing else runs
+
+
+def test_additional_module_paths_route_finds_the_engine_of_the_checkout(tmp_path: Path) -> None:
+    """README route 2: only the two module folders on the path (as Slicer's Additional module paths do), no
+    site-packages (``python -S``: no installed cervixtl): the Lib finds the engine beside them in the checkout
+    and the engine's processes get it on their PYTHONPATH."""
+    import subprocess
+
+    code = ("import sys; sys.path[:0] = [{a!r}, {b!r}]; import CervixTLLib.engine as e; import cervixtl; "
+            "print(cervixtl.__file__); print(e.engine_env()['PYTHONPATH'].split(__import__('os').pathsep)[0])"
+            ).format(a=str(REPO / "CervixTL"), b=str(REPO / "CervixTLTraining"))
+    res = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    engine_file, child_path = res.stdout.split()
+    assert Path(engine_file) == REPO / "cervixtl" / "__init__.py" and Path(child_path) == REPO
