@@ -556,8 +556,8 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onVersionClicked(self, index) -> None:
         spec = self.selectedModelSpec()
         if spec:
-            self.logic.lib.show_model(spec, lambda card: self.ui.modelCardTextEdit.setPlainText(
-                json.dumps(card, indent=1)[:20000]))
+            self.logic.lib.show_model(spec, lambda shown: self.ui.modelCardTextEdit.setPlainText(
+                json.dumps(shown["card"], indent=1)[:20000]))
             self.poll()
 
     def onActivate(self) -> None:

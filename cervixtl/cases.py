@@ -31,6 +31,7 @@ import numpy as np
 from .errors import BadInput, CervixTLError
 from .fileio import atomic_dir
 from .image import Image
+from .metrics import dice
 from .segmentation import Segment, Segmentation
 
 CASE_FORMAT = "cervixtl-case/1"
@@ -60,13 +61,6 @@ class Case:
     final: Segmentation
     proposal: Segmentation | None = None
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap of two boolean masks of the same shape (1.0 when both are empty)."""
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    denom = int(a.sum()) + int(b.sum())
-    return 1.0 if denom == 0 else 2.0 * int(np.logical_and(a, b).sum()) / denom
 
 
 def _anonymous_grid(ct: Image) -> Image:

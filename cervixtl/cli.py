@@ -41,36 +41,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 bad input / user error, 130 cancelled)."""
+    """Run the CLI; returns the exit status (0 ok, 2 bad input / user error, 130 cancelled).
+
+    With ``--progress json`` the last stderr record is ``{"stage": "done", ...}`` on success or
+    ``{"stage": "error", "kind": ..., "message": ...}`` on failure (:func:`cervixtl.progress.finish`).
+    """
+    from .progress import begin, error_record, finish
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    mode = getattr(args, "progress", "none") or "none"
+    begin()
+
+    def fail(kind: str, message: str, rc: int, line: str) -> int:
+        print(line, file=sys.stderr)
+        finish(mode, error_record(kind, message))
+        return rc
+
     try:
-        rc = args.func(args)
-        return int(rc or 0)
+        rc = int(args.func(args) or 0)
     except Cancelled as exc:
-        print(f"cervixtl: cancelled: {exc}", file=sys.stderr)
-        return 130
+        return fail(exc.kind, str(exc), 130, f"cervixtl: cancelled: {exc}")
     except CervixTLError as exc:
-        print(f"cervixtl: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc.kind, str(exc), 2, f"cervixtl: error: {exc}")
     except KeyboardInterrupt:
-        print("cervixtl: cancelled", file=sys.stderr)
-        return 130
+        return fail("cancelled", "cancelled", 130, "cervixtl: cancelled")
     except MemoryError:
-        print("cervixtl: error: out of memory", file=sys.stderr)
-        return 2
+        return fail("memory", "out of memory", 2, "cervixtl: error: out of memory")
     except Exception as exc:  # noqa: BLE001 - last resort: one line, unless debugging
         if os.environ.get("CERVIXTL_DEBUG"):
             raise
-        print(f"cervixtl: internal error: {type(exc).__name__}: {exc} (set CERVIXTL_DEBUG=1 for details)",
-              file=sys.stderr)
-        return 1
+        msg = f"{type(exc).__name__}: {exc}"
+        return fail("internal", msg, 1, f"cervixtl: internal error: {msg} (set CERVIXTL_DEBUG=1 for details)")
+    if rc == 0:
+        finish(mode)
+    return rc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,13 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from .progress import NULL_PROGRESS, Progress
+from .structures import TARGETS
 
 DEMO_SEED = 20260501
 NOTICE = "Synthetic phantom and phantom-trained demo model: a workflow demonstration, not for clinical use."
 
 
-def run_demo(out_dir: str | os.PathLike, *, seed: int = DEMO_SEED, site: str = "A", model: str | None = None,
-             registry: Any = None, device: str = "cpu", fast: bool = True,
+#: The demo's files in ``out_dir``.
+FILES = {"ct": "ct.nii.gz", "segmentation": "contours.seg.nrrd", "truth": "truth.seg.nrrd", "report": "report.json",
+         "overview": "overview.png"}
+
+
+def run_demo(out_dir: str | os.PathLike = "cervixtl-demo", *, seed: int = DEMO_SEED, site: str = "A",
+             model: str | None = None, registry: Any = None, models_dir: str | os.PathLike | None = None,
+             device: str = "cpu", fast: bool = True, threads: int | None = None,
              progress: Progress | None = None) -> dict[str, Any]:
     """Run the demo and return its report (also written as ``report.json``).
 
@@ -32,60 +39,65 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = DEMO_SEED, site: str = "
         out_dir: output folder (created; existing demo files in it are replaced atomically one by one).
         seed / site: phantom seed and site (``"A"`` matches the demo model's training protocol).
         model: model spec (default ``cervixtl-demo``: active registry version, else the bundled package).
-        registry: a :class:`~cervixtl.models.registry.Registry` (default one if None).
-        device: ``cpu`` (default), ``auto`` or ``cuda``; fast: CPU-friendly sliding window.
+        registry / models_dir: a :class:`~cervixtl.models.registry.Registry`, or its folder (default one).
+        device: ``cpu`` (default), ``auto`` or ``cuda``; fast: CPU-friendly sliding window; threads: torch's
+            CPU threads (None: torch's choice).
 
     Returns:
-        dict with ``model``, ``phantom``, ``files``, ``metrics`` (one dict per structure: dice, hd95_mm,
-        surface_dice, volumes in mL), ``mean_dice_targets`` (GTV, CTV, PTV), ``timing_s`` and ``notice``.
+        The ``cervixtl-demo/1`` report: ``notice``, ``model``, ``model_intended_use``, ``phantom`` (seed, site,
+        size (x, y, z), spacing_mm (x, y, z)), ``ptv``, ``metrics`` (per structure: dice, hd95_mm,
+        surface_dice, volumes in mL), ``mean_dice_targets`` (GTV, CTV, PTV), ``files``, ``timing_s``,
+        ``platform``.
     """
-    from .fileio import write_json_atomic
+    from .api import report
+    from .api.contour import set_threads
+    from .fileio import check_writable_dir, write_json_atomic
     from .inference import run_contour
-    from .io import write_image, write_segmentation
-    from .metrics import evaluate_segmentations, json_safe
+    from .metrics import evaluate_segmentations
     from .models.registry import Registry
-    from .overview import write_overview
     from .phantom import make_phantom
 
     progress = progress or NULL_PROGRESS
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    set_threads(threads)
+    out = check_writable_dir(Path(out_dir) / FILES["report"]).parent
     t0 = time.perf_counter()
     progress("phantom", 0.0, f"making phantom (seed {seed}, site {site})")
     ct, truth = make_phantom(seed, site)
     t_ph = time.perf_counter() - t0
-    reg = registry if registry is not None else Registry()
-    card, net = reg.load(model or "cervixtl-demo")
+    card, net = (registry if registry is not None else Registry(models_dir)).load(model or "cervixtl-demo")
     progress("contour", 0.0, f"contouring with {card.spec}")
     t1 = time.perf_counter()
     res = run_contour(ct, card, net, device=device, fast=fast, progress=progress)
-    pred = res.segmentation
     t_net = time.perf_counter() - t1
-    names = [s.name for s in truth.segments if pred.find(s.name) is not None]
-    metrics = evaluate_segmentations(truth, pred, names)
-    files = {"ct": out / "ct.nii.gz", "segmentation": out / "contours.seg.nrrd", "truth": out / "truth.seg.nrrd",
-             "report": out / "report.json", "overview": out / "overview.png"}
+    metrics = evaluate_segmentations(truth, res.segmentation,
+                                     [s.name for s in truth.segments if res.segmentation.find(s.name) is not None])
+    files = {k: out / v for k, v in FILES.items()}
+    mean_t = [m["dice"] for m in metrics if m["name"] in TARGETS]
     progress("write", 0.0, f"writing {out}")
-    write_image(ct, files["ct"])
-    write_segmentation(pred, files["segmentation"])
-    write_segmentation(truth, files["truth"])
-    mean_t = [m["dice"] for m in metrics if m["name"] in ("GTV", "CTV", "PTV")]
-    write_overview(ct, files["overview"], pred, truth=truth,
-                   title=f"CervixTL demo: {card.spec} on phantom seed {seed} (site {site}); "
-                         f"Dice GTV/CTV/PTV " + "/".join(f"{d:.2f}" for d in mean_t))
-    report = {
-        "notice": NOTICE,
-        "model": res.summary.get("model"),
-        "model_intended_use": card.intended_use,
+    _write_files(files, ct, res.segmentation, truth,
+                 title=f"CervixTL demo: {card.spec} on phantom seed {seed} (site {site}); "
+                       f"Dice GTV/CTV/PTV " + "/".join(f"{d:.2f}" for d in mean_t))
+    rep = report("demo", {
+        "notice": NOTICE, "model": res.summary.get("model"), "model_intended_use": card.intended_use,
         "phantom": {"seed": seed, "site": site, "size": list(ct.size), "spacing_mm": list(ct.spacing)},
-        "ptv": res.summary.get("ptv"),
-        "metrics": metrics,
+        "ptv": res.summary.get("ptv"), "metrics": metrics,
         "mean_dice_targets": sum(mean_t) / len(mean_t) if mean_t else None,
         "files": {k: str(v) for k, v in files.items()},
         "timing_s": {"phantom": round(t_ph, 2), "contour": round(t_net, 2),
                      "total": round(time.perf_counter() - t0, 2)},
         "platform": {"python": platform.python_version(), "device": res.summary.get("device")},
-    }
-    write_json_atomic(files["report"], json_safe(report))
-    progress("write", 1.0, "done")
-    return report
+    })
+    write_json_atomic(files["report"], rep)
+    progress("write", 1.0, "written")
+    return rep
+
+
+def _write_files(files: dict[str, Path], ct: Any, prediction: Any, truth: Any, title: str) -> None:
+    """The CT, the predicted and true segmentations and the overview PNG (each written atomically)."""
+    from .io import write_image, write_segmentation
+    from .overview import write_overview
+
+    write_image(ct, files["ct"])
+    write_segmentation(prediction, files["segmentation"])
+    write_segmentation(truth, files["truth"])
+    write_overview(ct, files["overview"], prediction, truth=truth, title=title)

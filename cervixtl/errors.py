@@ -9,20 +9,34 @@ from __future__ import annotations
 
 
 class CervixTLError(Exception):
-    """Base class of all user-facing errors (bad input, bad geometry, bad model, ...)."""
+    """Base class of all user-facing errors (bad input, bad geometry, bad model, ...).
+
+    ``kind`` is the one word of the ``{"stage": "error", "kind": ...}`` progress record (see
+    :func:`cervixtl.progress.error_record`).
+    """
+
+    kind = "error"
 
 
 class BadInput(CervixTLError):
     """A file or argument is not what was expected (not an image, empty mask, out-of-range value...)."""
 
+    kind = "input"
+
 
 class GeometryMismatch(CervixTLError):
     """Two images that must share a voxel grid (size, spacing, origin, direction) do not."""
+
+    kind = "geometry"
 
 
 class ModelError(CervixTLError):
     """A model is unknown, corrupt, fails verification or does not fit the task."""
 
+    kind = "model"
+
 
 class Cancelled(CervixTLError):
     """A long operation was cancelled by the user (SIGINT/SIGTERM or a cancel request)."""
+
+    kind = "cancelled"

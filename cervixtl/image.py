@@ -164,6 +164,20 @@ class Image:
         }
 
 
+def ijk_to_lps_matrix(img: Image) -> np.ndarray:
+    """4 x 4 matrix from voxel index (i, j, k) to LPS mm: ``origin + direction @ (spacing * ijk)``. The one
+    IJK -> LPS helper (its inverse, :func:`lps_to_ijk_matrix`, maps LPS mm to continuous indices)."""
+    m = np.eye(4)
+    m[:3, :3] = np.asarray(img.direction, dtype=float) * np.asarray(img.spacing, dtype=float)[None, :]
+    m[:3, 3] = img.origin
+    return m
+
+
+def lps_to_ijk_matrix(img: Image) -> np.ndarray:
+    """4 x 4 matrix from LPS mm to continuous voxel index (i, j, k); the inverse of :func:`ijk_to_lps_matrix`."""
+    return np.linalg.inv(ijk_to_lps_matrix(img))
+
+
 def orientation_code(direction: np.ndarray) -> str:
     """Orientation code (e.g. ``"LPS"``) of a 3 x 3 LPS direction matrix whose columns are the index axes."""
     d = np.asarray(direction, dtype=float).reshape(3, 3)

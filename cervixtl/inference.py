@@ -1,9 +1,9 @@
 """Whole-CT contouring with a registered model.
 
-Pipeline of :func:`contour` (array order (z, y, x), spacing (x, y, z) mm, LPS):
+Pipeline of :func:`run_contour` = :func:`predict_labels` + :func:`build_targets` (array order (z, y, x), spacing (x, y, z) mm, LPS):
 
 1. reorient the CT to LPS and resample it to the model's voxel spacing (linear);
-2. clip to the card's HU window and scale to 0..1 ("window-to-unit");
+2. the card's intensity normalisation (:mod:`cervixtl.intensity`: HU window to 0..1, or nnU-Net's CT z-score);
 3. MONAI :func:`~monai.inferers.sliding_window_inference` with Gaussian blending (``overlap`` configurable;
    bf16/fp16 autocast on CUDA); CUDA out-of-memory retries with a smaller window batch, then on the CPU;
 4. labels: sigmoid > 0.5 per channel (overlapping labels) or softmax argmax;
@@ -33,9 +33,7 @@ from .errors import BadInput, ModelError
 from .image import Image, reorient, resample_to_reference, resample_to_spacing
 from .progress import NULL_PROGRESS, Progress
 from .segmentation import Segment, Segmentation
-
-#: Structures every output has.
-TARGETS = ("GTV", "CTV", "PTV")
+from .structures import TARGETS
 
 
 @dataclass
@@ -88,11 +86,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 # ---------------------------------------------------------------------------- steps
 def normalise(array: np.ndarray, window_hu: Sequence[float]) -> np.ndarray:
     """Clip HU to ``window_hu`` = (low, high) and scale linearly to 0..1 (float32)."""
-    lo, hi = float(window_hu[0]), float(window_hu[1])
-    out = np.clip(np.asarray(array, dtype=np.float32), lo, hi)
-    out -= lo
-    out *= 1.0 / (hi - lo)
-    return out
+    from .intensity import apply_intensity, window_spec
+
+    return apply_intensity(array, window_spec(window_hu))
 
 
 def window_settings(card: Any, shape_zyx: Sequence[int], *, fast: bool, device: torch.device,
@@ -226,48 +222,53 @@ def make_ptv(ctv: Image, margin_mm: float | Sequence[float], body: Image | None 
 
 
 # ---------------------------------------------------------------------------- the pipeline
-def contour(ct: Image, card: Any, net: torch.nn.Module, *, device: str | torch.device = "auto",
-            overlap: float | None = None, fast: bool = False, ptv_mm: float | Sequence[float] | None = None,
-            progress: Progress | None = None) -> Segmentation:
-    """Contour GTV, CTV, PTV and the model's organs at risk on a CT (HU); returns a :class:`Segmentation` on
-    the CT's exact grid. ``overlap`` None means 0.25 (0 with ``fast``). See :func:`run_contour` (which also
-    returns the summary) for the arguments."""
-    return run_contour(ct, card, net, device=device, overlap=overlap, fast=fast, ptv_mm=ptv_mm,
-                       progress=progress).segmentation
+@dataclass
+class LabelPrediction:
+    """The network's labels on the CT's exact grid (boolean (z, y, x) masks by card label name), after the
+    card's preprocessing and the production post-processing, with run information (device, windows, timing
+    in s, warnings)."""
+
+    masks: dict[str, np.ndarray]
+    grid: Image
+    run: dict[str, Any] = field(default_factory=dict)
 
 
-def run_contour(ct: Image, card: Any, net: torch.nn.Module, *, device: str | torch.device = "auto",
-                overlap: float | None = None, fast: bool = False, ptv_mm: float | Sequence[float] | None = None,
-                progress: Progress | None = None, sw_batch_size: int | None = None) -> ContourResult:
-    """The whole pipeline of the module docstring.
+def prepare_input(ct: Image, card: Any) -> tuple[np.ndarray, Image]:
+    """The network input for ``ct`` (HU): reoriented to the card's orientation (LPS or RAS), resampled
+    (linear) to the card's spacing (x, y, z mm), normalised by the card's intensity spec. Returns the float32
+    (z, y, x) volume and the model grid (an all-zero Image carrying its geometry)."""
+    from .intensity import apply_intensity
+
+    target = card.orientation if hasattr(card, "orientation") else "LPS"
+    oriented = ct if ct.orientation_code() == target else reorient(ct, target)
+    work = resample_to_spacing(oriented, card.spacing_mm, default=-1024.0)
+    vol = apply_intensity(work.array, card.intensity)
+    return vol, work.with_array(np.broadcast_to(np.uint8(0), work.array.shape))
+
+
+def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | torch.device = "auto",
+                   overlap: float | None = None, fast: bool = False, progress: Progress | None = None,
+                   sw_batch_size: int | None = None, postprocess: bool = True) -> LabelPrediction:
+    """Every label of the model on the CT's exact grid: :func:`prepare_input`, the sliding window
+    (:func:`window_settings`), threshold / argmax, the post-processing of :mod:`cervixtl.postprocess`
+    (components, holes, nesting, sides; on the model grid) and each mask back to the CT grid.
 
     Args:
-        ct: planning CT in HU, any orientation.
-        card: the model card (``ModelCard``); net: its network with weights loaded.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        overlap: sliding-window overlap 0..1 (None: 0.25, or 0 with ``fast``).
-        fast: CPU-friendly setting (see the module docstring).
-        ptv_mm: PTV margin in mm (isotropic or R, L, A, P, S, I); None: the card's protocol margin, used when
-            the model has no PTV output.
-        progress: progress reporter / cancel flag.
-        sw_batch_size: windows per network call (default from the setting).
+        ct: CT in HU, any orientation; arrays (z, y, x).
+        card, net: the model card and its network with weights loaded.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; overlap: window overlap 0..1 (None: 0.25, 0 with
+            ``fast``); sw_batch_size: windows per network call (default from the setting).
+        postprocess: apply the production post-processing (default True).
 
     Raises:
-        ModelError: the model lacks GTV/CTV; BadInput: bad device/overlap/margin; Cancelled: on request.
+        BadInput: bad device / overlap; Cancelled: on request.
     """
     progress = progress or NULL_PROGRESS
-    check_model_for_contouring(card)
     dev = resolve_device(device)
     timing: dict[str, float] = {}
-    warn: list[str] = []
-
     t = time.perf_counter()
     progress("resample", 0.0, f"resampling to {card.spacing_mm} mm")
-    lps = ct if ct.orientation_code() == "LPS" else reorient(ct, "LPS")
-    work = resample_to_spacing(lps, card.spacing_mm, default=-1024.0)
-    vol = normalise(work.array, card.window_hu)
-    work_grid = work.with_array(np.broadcast_to(np.uint8(0), work.array.shape))
-    del work
+    vol, work_grid = prepare_input(ct, card)
     timing["resample_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -277,57 +278,97 @@ def run_contour(ct: Image, card: Any, net: torch.nn.Module, *, device: str | tor
     progress("network", 0.0, f"sliding window {ws['roi_size']} on {dev}")
     probs, run = predict_probabilities(net, vol, card.output, device=dev, progress=progress, **ws)
     del vol
-    warn += run.pop("warnings")
     masks = probabilities_to_masks(probs, card)
     del probs
     timing["network_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    progress("post-process", 0.0, "connected components, holes, nesting")
-    from .postprocess import postprocess
+    if postprocess:
+        progress("post-process", 0.0, "connected components, holes, nesting, sides")
+        from .postprocess import postprocess as _postprocess
 
-    masks = postprocess(masks)
-    canon = {n.lower(): n for n in masks}
-    out_masks: dict[str, np.ndarray] = {}
-    names = list(masks)
-    for i, name in enumerate(names):
-        progress("post-process", 0.1 + 0.6 * i / max(1, len(names)), f"{name} to the CT grid")
-        out_masks[name] = mask_to_reference(work_grid.with_array(masks[name]), ct)
-    del masks
-    grid = ct.with_array(np.broadcast_to(np.uint8(0), ct.array.shape))
-    gtv, ctv = out_masks[canon["gtv"]], out_masks[canon["ctv"]]
-    ctv |= gtv
-    ptv_source = "model"
-    margin = ptv_mm
-    if ptv_mm is not None or "ptv" not in canon:
-        if margin is None:
-            margin = (card.protocol or {}).get("ptv_margin_mm")
-        if margin is None:
-            raise BadInput(f"model {card.name}@{card.version} has no PTV output and no protocol PTV margin: "
-                           "give --ptv-mm")
-        progress("post-process", 0.8, f"PTV = CTV + {margin} mm")
-        body_key = canon.get("body")
-        body = grid.with_array(out_masks[body_key]) if body_key else None
-        ptv = np.asarray(make_ptv(grid.with_array(ctv), margin, body=body).array, dtype=bool)
-        ptv_source = "margin"
-    else:
-        ptv = out_masks[canon["ptv"]]
-    ptv |= ctv
-    out_masks[canon.get("ptv", "PTV")] = ptv
+        masks = _postprocess(masks, lps=work_grid.orientation_code() == "LPS")
+    out: dict[str, np.ndarray] = {}
+    for i, name in enumerate(list(masks)):
+        progress("post-process", 0.1 + 0.6 * i / max(1, len(masks)), f"{name} to the CT grid")
+        out[name] = mask_to_reference(work_grid.with_array(masks.pop(name)), ct)
     timing["postprocess_s"] = time.perf_counter() - t
+    run.update({"sliding_window": {"roi_size": ws["roi_size"], "overlap": ws["overlap"],
+                                   "sw_batch_size": run["sw_batch_size"], "windows": run["windows"]},
+                "timing_s": timing})
+    grid = ct.with_array(np.broadcast_to(np.uint8(0), ct.array.shape))
+    return LabelPrediction(out, grid, run)
 
-    seg = _build_segmentation(grid, card, out_masks)
+
+def build_targets(pred: LabelPrediction, card: Any, *, ptv_mm: float | Sequence[float] | None = None,
+                  progress: Progress | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The target chain on the CT grid: GTV ⊆ CTV ⊆ PTV, where the PTV is the CTV grown by ``ptv_mm``
+    (isotropic, or R, L, A, P, S, I in mm) or the card's protocol margin when the model has no PTV output or
+    ``ptv_mm`` is given (clipped to the body when the model has one), else the predicted PTV ∪ CTV.
+
+    Returns the masks (``pred.masks`` updated in place, a PTV added when needed) and the PTV info
+    ``{"source": "model"|"margin", "margin_mm": ...}``.
+
+    Raises:
+        BadInput: no PTV output and no margin.
+    """
+    progress = progress or NULL_PROGRESS
+    masks = pred.masks
+    canon = {n.lower(): n for n in masks}
+    gtv, ctv = masks[canon["gtv"]], masks[canon["ctv"]]
+    ctv |= gtv
+    if ptv_mm is None and "ptv" in canon:
+        ptv = masks[canon["ptv"]]
+        ptv |= ctv
+        return masks, {"source": "model", "margin_mm": None}
+    margin = ptv_mm if ptv_mm is not None else (card.protocol or {}).get("ptv_margin_mm")
+    if margin is None:
+        raise BadInput(f"model {card.name}@{card.version} has no PTV output and no protocol PTV margin: "
+                       "give --ptv-mm")
+    progress("post-process", 0.8, f"PTV = CTV + {margin} mm")
+    body_key = canon.get("body")
+    body = pred.grid.with_array(masks[body_key]) if body_key else None
+    ptv = np.asarray(make_ptv(pred.grid.with_array(ctv), margin, body=body).array, dtype=bool)
+    masks[canon.get("ptv", "PTV")] = ptv | ctv
+    return masks, {"source": "margin", "margin_mm": margin}
+
+
+def run_contour(ct: Image, card: Any, net: torch.nn.Module, *, device: str | torch.device = "auto",
+                overlap: float | None = None, fast: bool = False, ptv_mm: float | Sequence[float] | None = None,
+                progress: Progress | None = None, sw_batch_size: int | None = None) -> ContourResult:
+    """The whole pipeline of the module docstring: :func:`predict_labels` then :func:`build_targets`.
+
+    Args:
+        ct: planning CT in HU, any orientation.
+        card: the model card (``ModelCard``); net: its network with weights loaded.
+        device, overlap, fast, sw_batch_size: see :func:`predict_labels`.
+        ptv_mm: PTV margin in mm (isotropic or R, L, A, P, S, I); None: the card's protocol margin, used when
+            the model has no PTV output.
+        progress: progress reporter / cancel flag.
+
+    Raises:
+        ModelError: the model lacks GTV/CTV; BadInput: bad device/overlap/margin; Cancelled: on request.
+    """
+    progress = progress or NULL_PROGRESS
+    check_model_for_contouring(card)
+    pred = predict_labels(ct, card, net, device=device, overlap=overlap, fast=fast, progress=progress,
+                          sw_batch_size=sw_batch_size)
+    t = time.perf_counter()
+    masks, ptv_info = build_targets(pred, card, ptv_mm=ptv_mm, progress=progress)
+    timing = pred.run["timing_s"]
+    timing["postprocess_s"] += time.perf_counter() - t
+    warn = list(pred.run.get("warnings", []))
+    seg = _build_segmentation(pred.grid, card, masks)
     for s in seg.segments:
         if s.name in TARGETS and s.voxels == 0:
             warn.append(f"{s.name} is empty")
     summary = {
         "model": {"name": card.name, "version": card.version, "sha256": card.weights.get("sha256"),
                   "architecture": card.architecture.get("name"), "output": card.output},
-        "device": run["device"], "fast": bool(fast),
-        "sliding_window": {"roi_size": ws["roi_size"], "overlap": ws["overlap"],
-                           "sw_batch_size": run["sw_batch_size"], "windows": run["windows"]},
+        "device": pred.run["device"], "fast": bool(fast),
+        "sliding_window": pred.run["sliding_window"],
         "model_spacing_mm": list(card.spacing_mm),
-        "ptv": {"source": ptv_source, "margin_mm": margin if ptv_source == "margin" else None},
+        "ptv": ptv_info,
         "grid": {k: v for k, v in ct.copy_geometry().items() if k in ("size", "spacing_mm", "orientation")},
         "structures": seg.summary(),
         "timing_s": {k: round(v, 3) for k, v in timing.items()},

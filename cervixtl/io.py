@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from . import structures
 from .errors import BadInput
 from .fileio import atomic_path, write_json_atomic
-from .image import Image
+from .image import Image, ijk_to_lps_matrix
 from .segmentation import Segment, Segmentation
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -390,14 +390,6 @@ def write_segmentation(seg: Segmentation, path: str | os.PathLike) -> Path:
     }
     write_json_atomic(sidecar_path(p), side)
     return p
-
-
-def ijk_to_lps_matrix(img: Image) -> np.ndarray:
-    """4 x 4 matrix from voxel index (i, j, k) to LPS mm."""
-    m = np.eye(4)
-    m[:3, :3] = img.direction * np.asarray(img.spacing)[None, :]
-    m[:3, 3] = img.origin
-    return m
 
 
 def _seg_layers(seg: Segmentation) -> tuple[np.ndarray, list[dict[str, Any]]]:

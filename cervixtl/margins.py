@@ -56,7 +56,8 @@ def normalize_margin(margin_mm: float | Sequence[float], what: str = "margin") -
     """Check a margin and return it as six values (R, L, A, P, S, I) in mm.
 
     Args:
-        margin_mm: one number (isotropic, mm) or six numbers R, L, A, P, S, I (mm).
+        margin_mm: one number (isotropic, mm) or six numbers R, L, A, P, S, I (mm); text is refused here
+            (:func:`parse_margin` reads it).
         what: name used in error messages.
 
     Raises:
@@ -80,6 +81,21 @@ def normalize_margin(margin_mm: float | Sequence[float], what: str = "margin") -
             raise BadInput(f"{what} {v:g} mm ({name}) is out of range: margins must be between 0 and "
                            f"{MAX_MARGIN_MM:g} mm")
     return tuple(values)
+
+
+def parse_margin(margin: str | float | Sequence[float], what: str = "margin") -> tuple[float, ...]:
+    """The one parser of margin text (command line, Slicer fields): ``"10"`` or ``"5,5,10,10,7,7"`` (mm, R, L,
+    A, P, S, I) -> six checked values in mm, as :func:`normalize_margin`; numbers pass straight through.
+
+    Raises:
+        BadInput: not numbers, not 1 or 6 of them, or outside 0..50 mm.
+    """
+    if isinstance(margin, str):
+        try:
+            margin = [float(t) for t in margin.split(",")]
+        except ValueError:
+            raise BadInput(f"{what}: a margin is a number of mm or six numbers R,L,A,P,S,I, got {margin!r}") from None
+    return normalize_margin(margin, what)
 
 
 def _as_mask(img: Image, what: str = "mask") -> np.ndarray:
@@ -187,18 +203,11 @@ def _pad_voxels(spacing_zyx: Sequence[float], axis_margins: list[tuple[float, fl
     return out
 
 
-def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """Tight bounding box of a boolean (z, y, x) array as slices, or None when it is empty."""
-    zany = mask.any(axis=(1, 2))
-    if not zany.any():
-        return None
-    z = np.flatnonzero(zany)
-    sub = mask[z[0]:z[-1] + 1]
-    yany = sub.any(axis=(0, 2))
-    xany = sub.any(axis=(0, 1))
-    y = np.flatnonzero(yany)
-    x = np.flatnonzero(xany)
-    return (slice(int(z[0]), int(z[-1]) + 1), slice(int(y[0]), int(y[-1]) + 1), slice(int(x[0]), int(x[-1]) + 1))
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Tight bounding box of a boolean (z, y, x) array as slices (``scipy.ndimage.find_objects``), or None
+    when it is empty. The one bounding-box helper of the engine."""
+    boxes = ndimage.find_objects(np.asarray(mask, dtype=bool).view(np.uint8))
+    return boxes[0] if boxes else None
 
 
 def expand(mask: Image, margin_mm: float | Sequence[float], *, shrink: bool = False) -> Image:

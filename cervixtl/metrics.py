@@ -31,7 +31,9 @@ results equal MONAI's full-volume functions (checked in the tests).
 from __future__ import annotations
 
 import math
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -42,6 +44,14 @@ from .segmentation import Segmentation
 
 METRIC_KEYS = ("dice", "hd95_mm", "hd_mm", "msd_mm", "surface_dice", "volume_ref_ml", "volume_pred_ml",
                "volume_diff_ml")
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice = 2 |A ∩ B| / (|A| + |B|) of two masks of one shape (non-zero = inside); 1.0 when both are empty.
+    The one Dice helper of the engine (training's per-channel Dice works on network outputs)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    denom = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if denom == 0 else 2.0 * int(np.count_nonzero(a & b)) / denom
 
 
 def _crop_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...] | None:
@@ -111,12 +121,11 @@ def evaluate_masks(reference: Image, prediction: Image, tolerance_mm: float = 2.
         return _ordered(out)
     box = _crop_box(a, b)
     a, b = a[box], b[box]
-    inter = int(np.count_nonzero(a & b))
     d_ab, d_ba = surface_distances(a, b, tuple(reference.spacing[::-1]))  # type: ignore[arg-type]
     both = np.concatenate([d_ab, d_ba])
     tol = float(tolerance_mm) + 1e-9
     out.update(
-        dice=2.0 * inter / (na + nb),
+        dice=dice(a, b),
         hd95_mm=float(max(np.percentile(d_ab, 95), np.percentile(d_ba, 95))),
         hd_mm=float(max(d_ab.max(), d_ba.max())),
         msd_mm=float(both.mean()),
@@ -170,7 +179,9 @@ def evaluate_segmentations(reference: Segmentation, prediction: Segmentation, na
 
 
 def json_safe(value: Any) -> Any:
-    """Replace NaN / infinity by None (JSON null) in nested dicts / lists, for strict JSON output."""
+    """Replace NaN / infinity by None (JSON null) in nested dicts / lists and paths by text, for strict JSON."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -180,3 +191,118 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, np.generic):
         return json_safe(value.item())
     return value
+
+
+# ---------------------------------------------------------------------------- files
+#: Definitions written into every ``cervixtl-evaluate/1`` report.
+DEFINITIONS = {
+    "hd95_mm": "max of the two directed 95th percentiles of surface-voxel distances (mm), as MONAI "
+               "compute_hausdorff_distance(percentile=95)",
+    "msd_mm": "mean of all surface-voxel distances in both directions (mm)",
+    "surface_dice": "fraction of surface voxels of both masks within the tolerance of the other's surface",
+    "empty": "dice 0 (1 if both empty); distances null (undefined)",
+}
+#: More distinct non-zero values than this and a file is taken for an intensity image, not a label map.
+MAX_LABELS = 1000
+
+
+def _label_map(path: str | os.PathLike) -> tuple[Image, np.ndarray, dict[int, str]]:
+    """(grid image, integer array (z, y, x), label -> name from the sidecar) of a multi-label map."""
+    from .io import read_image, read_label_sidecar
+
+    img = read_image(path)
+    arr = np.asarray(img.array)
+    if arr.dtype.kind == "f":
+        if not np.all(np.mod(arr, 1) == 0):
+            raise BadInput(f"{path}: non-integer voxel values, not a label map (an intensity image?)")
+        arr = arr.astype(np.int64)
+    elif arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    n = int(np.count_nonzero(np.unique(arr)))
+    if n > MAX_LABELS:
+        raise BadInput(f"{path}: {n} distinct values, not a label map (an intensity image?)")
+    names = dict(read_label_sidecar(Path(path)).get("names", {}))
+    return img, arr, names
+
+
+def _segmentation_rows(reference: Path, prediction: Path, labels: Sequence[int] | None,
+                       tolerance_mm: float) -> list[dict[str, Any]]:
+    """Rows of two segmentations matched by segment name (``labels``: the segments with those values)."""
+    from .io import read_segmentation
+
+    ref, pred = read_segmentation(reference), read_segmentation(prediction)
+    ref.grid.require_same_geometry(pred.grid, f"prediction {prediction.name}", against=f"reference {reference.name}")
+    names = None
+    if labels is not None:
+        names = []
+        for v in labels:
+            s = next((s for s in ref.segments if s.label == v), None) or next(
+                (s for s in pred.segments if s.label == v), None)
+            if s is None:
+                raise BadInput(f"label {v} is in neither {reference.name} nor {prediction.name}")
+            names.append(s.name)
+    rows = []
+    for r in evaluate_segmentations(ref, pred, names, tolerance_mm):
+        s = ref.find(r["name"]) or pred.find(r["name"])
+        rows.append({"label": s.label if s is not None else None, **r})
+    return rows
+
+
+def _label_map_rows(reference: Path, prediction: Path, labels: Sequence[int] | None,
+                    tolerance_mm: float) -> list[dict[str, Any]]:
+    """Rows of two label maps matched by label value (default: every value present in either)."""
+    rimg, rarr, rnames = _label_map(reference)
+    pimg, parr, pnames = _label_map(prediction)
+    rimg.require_same_geometry(pimg, f"prediction {prediction.name}", against=f"reference {reference.name}")
+    present = sorted((set(np.unique(rarr).tolist()) | set(np.unique(parr).tolist())) - {0})
+    if labels is None:
+        labels = [int(v) for v in present]
+        if not labels:
+            raise BadInput(f"{reference.name} and {prediction.name} are both empty: no label to evaluate")
+    for v in labels:
+        if v not in present:
+            raise BadInput(f"label {v} is in neither {reference.name} nor {prediction.name} "
+                           f"(labels: {', '.join(str(x) for x in present[:20]) or 'none'})")
+    return [{"label": int(v), "name": rnames.get(v) or pnames.get(v) or f"Label_{v}",
+             **evaluate_masks(rimg.with_array(rarr == v), rimg.with_array(parr == v), tolerance_mm)}
+            for v in labels]
+
+
+def evaluate_files(reference: str | os.PathLike, prediction: str | os.PathLike,
+                   labels: Sequence[int] | None = None, tolerance_mm: float = 2.0,
+                   out: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Per-structure metrics (:func:`evaluate_masks`) of two segmentation files on one voxel grid.
+
+    Args:
+        reference, prediction: label maps (+ sidecar names) or ``.seg.nrrd``. Label maps are matched by label
+            value (``labels`` picks values), a ``.seg.nrrd`` on either side by name (``labels`` picks the
+            segments with those label values).
+        tolerance_mm: surface Dice tolerance in mm (> 0).
+        out: also write the report as JSON there (atomically; checked before any work).
+
+    Returns:
+        The ``cervixtl-evaluate/1`` report: reference, prediction (file names), tolerance_mm, definitions,
+        structures (one row per structure: label, name, dice, hd95_mm, hd_mm, msd_mm, surface_dice, volumes in
+        mL, empty; undefined distances null).
+
+    Raises:
+        BadInput: unreadable file, unknown label, bad tolerance. GeometryMismatch: different grids.
+    """
+    from .api import report
+    from .api.masks import check_output_writable
+    from .fileio import write_json_atomic
+    from .io import is_seg_nrrd
+
+    tol = float(tolerance_mm)
+    if not math.isfinite(tol) or tol <= 0:
+        raise BadInput(f"--tolerance-mm must be a positive number of mm, got {tolerance_mm}")
+    if out is not None:
+        check_output_writable(out)
+    ref, pred = Path(reference), Path(prediction)
+    by_name = is_seg_nrrd(ref) or is_seg_nrrd(pred)
+    rows = (_segmentation_rows if by_name else _label_map_rows)(ref, pred, labels, tol)
+    rep = report("evaluate", {"reference": ref.name, "prediction": pred.name, "tolerance_mm": tol,
+                              "definitions": DEFINITIONS, "structures": rows})
+    if out is not None:
+        write_json_atomic(out, rep)
+    return rep

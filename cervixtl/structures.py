@@ -11,8 +11,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
+
+from .resources import resources_dir
 
 
 @dataclass(frozen=True)
@@ -104,16 +105,6 @@ def _terminology_file() -> dict[str, Any]:
     if not path.exists():
         return {}
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def resources_dir() -> Path:
-    """The extension's ``Resources/`` folder (beside the engine in a source checkout or a Slicer install),
-    falling back to the copy shipped inside the package."""
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "Resources", here / "resources"):
-        if cand.is_dir():
-            return cand
-    return here.parent / "Resources"
 
 
 def terminology(name: str) -> dict[str, Any] | None:

@@ -3,22 +3,19 @@
 Every command the modules read prints one JSON object on stdout with ``"format": "cervixtl-<command>/1"``
 (schemas in ``Resources/schemas/``); progress records on stderr end with ``{"stage": "done"}`` or
 ``{"stage": "error", "kind": "<one word>", "message": "..."}``. The readers below check the format and read
-only the keys the contract names; anything else is an :class:`~cervixtl.runner.EngineError` (one line).
-
-Until every engine command prints its ``format`` object (issue 12), the plain JSON a command printed before
-the contract (a bare list for ``models list`` / ``cases list``, the card summary for ``finetune``) is read as
-that command's version 1 -- with the same keys.
+only the keys the contract names; anything else is an :class:`~cervixtl.runner.EngineError` (one line),
+e.g. an engine of another version than the modules.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
 from cervixtl.runner import EngineError, EngineResult, error_line
 
-__all__ = ["parse", "devices", "model_rows", "case_rows", "finetune_spec", "held_out_cases", "error_text",
-           "CANCELLED_TEXT"]
+__all__ = ["parse", "devices", "model_rows", "case_rows", "finetune_spec", "model_card", "held_out_cases",
+           "error_text", "CANCELLED_TEXT"]
 
 #: What a cancelled engine run means for the user.
 CANCELLED_TEXT = ("Stopped on request. Nothing was changed: the active model is the same as before "
@@ -31,42 +28,44 @@ _KIND_HINTS = {
 }
 
 
-def parse(stdout: str | dict | list, command: str) -> Any:
-    """The JSON object of ``cervixtl <command> --json`` (``command`` like "models-list").
+def parse(stdout: str | dict, command: str, required: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON object of ``cervixtl <command> --json`` (``command`` like "models-list"), with its
+    ``"format": "cervixtl-<command>/1"`` and the ``required`` keys.
 
     Raises:
-        EngineError: not JSON, or another command's ``format``.
+        EngineError: not JSON, not one object, another format, or a required key missing.
     """
+    what = f"cervixtl {command.replace('-', ' ')}"
     if isinstance(stdout, str):
         try:
             data = json.loads(stdout)
         except ValueError:
             first = (stdout.strip().splitlines() or ["(nothing)"])[0][:200]
-            raise EngineError(f"cervixtl {command.replace('-', ' ')} did not print JSON: {first}") from None
+            raise EngineError(f"{what} did not print JSON: {first}") from None
     else:
         data = stdout
-    if isinstance(data, dict) and "format" in data:
-        want = f"cervixtl-{command}/1"
-        if data["format"] != want:
-            raise EngineError(f"cervixtl {command.replace('-', ' ')} printed format {data['format']!r}, "
-                              f"this module reads {want!r}: update the CervixTL extension and engine together")
+    want = f"cervixtl-{command}/1"
+    got = data.get("format") if isinstance(data, dict) else None
+    if got != want:
+        raise EngineError(f"{what} printed format {got!r}, this module reads {want!r}: update the CervixTL "
+                          "extension and its engine together")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise EngineError(f"{what}: its JSON lacks {', '.join(missing)}")
     return data
 
 
-def _items(data: Any, key: str, command: str) -> list[dict[str, Any]]:
-    items = data.get(key) if isinstance(data, dict) else data  # (a bare list: before the contract)
+def _items(data: dict[str, Any], key: str, command: str) -> list[dict[str, Any]]:
+    items = data[key]
     if not isinstance(items, list) or not all(isinstance(d, dict) for d in items):
-        raise EngineError(f"cervixtl {command.replace('-', ' ')}: no list of {key} in its JSON")
+        raise EngineError(f"cervixtl {command.replace('-', ' ')}: {key} is not a list of objects")
     return items
 
 
 def devices(stdout: str) -> dict[str, Any]:
     """``cervixtl devices --json``: {"torch": version or None, "cuda": bool, "gpus": [{"name", ...}],
     "recommended", "fast_default"}."""
-    d = parse(stdout, "devices")
-    if not isinstance(d, dict) or not {"torch", "cuda", "gpus"} <= set(d):
-        raise EngineError("cervixtl devices: unexpected JSON")
-    return d
+    return parse(stdout, "devices", ("torch", "cuda", "gpus", "recommended", "fast_default"))
 
 
 def model_rows(stdout: str) -> list[dict[str, Any]]:
@@ -74,39 +73,40 @@ def model_rows(stdout: str) -> list[dict[str, Any]]:
     (NAME@VERSION), ``active``, ``source`` ("registry" | "bundled"), ``parent`` (spec or ""), ``path``,
     ``derivation``, ``sha256``."""
     rows = []
-    for d in _items(parse(stdout, "models-list"), "models", "models-list"):
-        parent = d.get("parent")
-        rows.append({"name": str(d["name"]), "version": str(d["version"]), "spec": f"{d['name']}@{d['version']}",
-                     "active": bool(d["active"]), "source": str(d.get("source", "registry")),
-                     "parent": f"{parent['name']}@{parent['version']}" if isinstance(parent, dict) else "",
-                     "path": str(d.get("path", "")), "derivation": str(d.get("derivation", "")),
-                     "sha256": str(d.get("sha256", "")), "created": str(d.get("created", ""))})
+    for d in _items(parse(stdout, "models-list", ("models",)), "models", "models-list"):
+        parent = d["parent"]
+        rows.append({"name": d["name"], "version": d["version"], "spec": d["spec"], "active": bool(d["active"]),
+                     "source": d["source"], "path": d["path"], "derivation": d["derivation"],
+                     "parent": f"{parent['name']}@{parent['version']}" if parent else "",
+                     "sha256": d["sha256"] or "", "created": d["created"]})
     return rows
 
 
 def case_rows(stdout: str) -> list[dict[str, Any]]:
     """``cervixtl cases list --json``: one row per case with ``id``, ``added``, ``site``, ``structures``
-    (names) and ``proposal_vs_final_dice`` (structure -> Dice; {} without a proposal)."""
+    (names), ``proposal_vs_final_dice`` (structure -> Dice; {} without a proposal) and ``path`` (its folder, as
+    the engine resolved it)."""
     rows = []
-    for d in _items(parse(stdout, "cases-list"), "cases", "cases-list"):
-        rows.append({"id": str(d["id"]), "added": str(d.get("added", "")), "site": str(d.get("site") or ""),
-                     "structures": [str(s) for s in d.get("structures", [])],
-                     "proposal_vs_final_dice": dict(d.get("proposal_vs_final_dice") or {})})
+    for d in _items(parse(stdout, "cases-list", ("cases",)), "cases", "cases-list"):
+        rows.append({"id": d["id"], "added": d["added"], "site": d["site"] or "", "structures": list(d["structures"]),
+                     "proposal_vs_final_dice": dict(d["proposal_vs_final_dice"]), "path": d.get("path", "")})
     return rows
 
 
 def finetune_spec(stdout: str) -> str:
     """NAME@VERSION of the model ``cervixtl finetune --json`` wrote (the engine chose the version)."""
-    d = parse(stdout, "finetune")
-    model = d.get("model", d) if isinstance(d, dict) else None
-    if not isinstance(model, dict) or "name" not in model or "version" not in model:
-        raise EngineError("cervixtl finetune: its JSON names no new model")
-    return f"{model['name']}@{model['version']}"
+    return str(parse(stdout, "finetune", ("model",))["model"])
 
 
-def held_out_cases(card: dict[str, Any]) -> list[str]:
-    """The case ids a model's card says were held out of its training (``training.val_case_ids``)."""
-    ids = (card.get("training") or {}).get("val_case_ids")
+def model_card(stdout: str | dict) -> dict[str, Any]:
+    """``cervixtl models show --json``: {"spec", "active", "path", "card": the model card}."""
+    return parse(stdout, "models-show", ("spec", "card"))
+
+
+def held_out_cases(show: dict[str, Any]) -> list[str]:
+    """The case ids a model's card (in :func:`model_card`'s object) says were held out of its training
+    (``training.val_case_ids``; [] for a model not trained by CervixTL)."""
+    ids = (show["card"].get("training") or {}).get("val_case_ids")
     return [str(i) for i in ids] if isinstance(ids, list) else []
 
 

@@ -7,7 +7,6 @@ real MRML scene of ``slicer-core``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import nodes
+from . import contract, nodes
 from .engine import EngineError, EngineProcess, contour_args, run_engine
 
 
@@ -110,9 +109,10 @@ class ContourLogic:
             if result.cancelled:
                 raise EngineError("contouring was cancelled; nothing was changed", result.returncode)
             if not result.ok:
-                raise EngineError(result.error, result.returncode)
+                raise EngineError(contract.error_text(result), result.returncode)
             if not job.out_path.is_file():
                 raise EngineError("the engine finished but wrote no segmentation", result.returncode)
+            summary = job.summary = self.read_summary(job)
             node_name = name or f"{job.ct_node.GetName()} CervixTL"
             try:
                 seg_node = nodes.load_segmentation_file(job.out_path, job.ct_node, name=node_name,
@@ -121,21 +121,24 @@ class ContourLogic:
                 raise EngineError(str(exc)) from None
             nodes.tie_to_ct(seg_node, job.ct_node)
             nodes.keep_proposal_copy(seg_node, job.ct_node)
-            summary = job.summary = self.read_summary(job)
-            model = summary.get("model")
-            if isinstance(model, dict) and model.get("name"):
-                seg_node.SetAttribute(nodes.MODEL_ATTRIBUTE, f"{model['name']}@{model.get('version', '')}")
+            model = summary["model"]
+            seg_node.SetAttribute(nodes.MODEL_ATTRIBUTE, f"{model['name']}@{model['version']}")
             return seg_node
         finally:
             shutil.rmtree(job.workdir, ignore_errors=True)
 
     @staticmethod
     def read_summary(job: ContourJob) -> dict[str, Any]:
-        """The engine's summary JSON of a finished job ({} when absent)."""
+        """The engine's summary of a finished job (``cervixtl-contour/1``, read by :mod:`.contract`).
+
+        Raises:
+            EngineError: missing or not the contract's summary.
+        """
         try:
-            return json.loads(job.summary_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+            text = job.summary_path.read_text(encoding="utf-8")
+        except OSError:
+            raise EngineError("the engine finished but wrote no contouring summary") from None
+        return contract.parse(text, "contour", ("model", "ptv"))
 
     def contour(self, ct_node: Any, *, output_node: Any = None, timeout_s: float = 600.0, **kwargs: Any) -> Any:
         """Blocking :meth:`start_contour` + :meth:`finish_contour` (self-test, scripts)."""

@@ -150,7 +150,7 @@ def comparison_rows(data: dict, source: str, new: str) -> list[StructureComparis
     Raises:
         EngineError: a spec is not among the compared models.
     """
-    data = contract.parse(data, "compare")
+    data = contract.parse(data, "compare", ("models", "structures", "summary", "tests"))
     models = [str(m) for m in data.get("models", [])]
     for spec in (source, new):
         if spec not in models:
@@ -380,8 +380,8 @@ class TrainingLogic:
 
     def show_model(self, spec: str, on_done: Done = None) -> dict[str, Any] | None:
         """The model card of ``spec`` (``cervixtl models show --json``)."""
-        return self.call(["models", "show", spec, "--json"], lambda out: contract.parse(out, "models-show"),
-                         on_done, message="Reading the model card…")
+        return self.call(["models", "show", spec, "--json"], contract.model_card, on_done,
+                         message="Reading the model card…")
 
     def activate(self, spec: str, on_done: Done = None, *, bundled_path: str | None = None) -> None:
         """Make ``spec`` the active version of its name. The bundled demo model (``bundled_path``: its package

@@ -69,7 +69,7 @@ def test_add_list_show_remove_cli(tmp_path, phantom_files):
     assert b"Doe" not in b"".join(p.read_bytes() for p in folder.iterdir())
 
     r = cli("cases", "--cases-dir", str(lib), "list", "--json")
-    assert r.returncode == 0 and [c["id"] for c in json.loads(r.stdout)] == [cid]
+    assert r.returncode == 0 and [c["id"] for c in json.loads(r.stdout)["cases"]] == [cid]
     r = cli("cases", "--cases-dir", str(lib), "show", cid, "--json")
     assert r.returncode == 0 and "final.seg.nrrd" in json.loads(r.stdout)["files"]
     assert len(load_cases("all", lib)) == 1 and load_cases(str(folder))[0].id == cid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from cervixtl.io import read_image, read_segmentation
 from cervixtl.models.package import verify_package
 from cervixtl.models.registry import Registry
 from cervixtl.phantom import make_phantom
+from contract import progress_records, validate
 
 DEMO = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "cervixtl-demo"
 
@@ -56,7 +58,8 @@ def test_demo_outputs(demo_run):
     assert json.loads((out / "report.json").read_text())["metrics"] == rep["metrics"]
     assert (out / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "not for clinical use" in rep["notice"]
-    assert any(json.loads(ln)["stage"] == "network" for ln in stderr.splitlines() if ln.startswith("{"))
+    validate(rep)  # the cervixtl-demo/1 contract
+    assert any(r["stage"] == "network" for r in progress_records(stderr))
     ct_ref, truth_ref = make_phantom(rep["phantom"]["seed"], "A")
     ct = read_image(out / "ct.nii.gz")
     assert np.array_equal(ct.array, ct_ref.array) and ct.same_geometry(ct_ref)
@@ -101,3 +104,18 @@ def test_tiny_finetune_from_demo_model(tmp_path):
     assert card.training["freeze"] == "encoder" and card.training["frozen_tensors"] > 0
     assert card.training["weights_loaded"] > 0 and card.training["weights_reinitialised"] == 0
     assert reg.versions("site-b") == ["1"] and card.training["sites"] == ["B"]
+
+
+def test_readme_python_snippet_runs_on_the_demo_output(demo_run):
+    """The README's Python example, run as written in the demo's output folder."""
+    out, _, _ = demo_run
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = text.index("this works as written:")
+    code = text[text.index("```python\n", start) + len("```python\n"):]
+    code = code[:code.index("```")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=out, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 3 and "'GTV'" in lines[0] and 0.0 < float(lines[1]) <= 1.0 and "('CTV'," in lines[2]
+    assert (out / "again.seg.nrrd").is_file()

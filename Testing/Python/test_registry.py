@@ -139,8 +139,9 @@ def test_cli_import_from_url_and_manage(http_root, tmp_path, capsys, monkeypatch
     assert main(["models", "import", str(make_pkg(tmp_path / "t2", "2", seed=3)), *md]) == 0
     capsys.readouterr()
     assert main(["models", "list", "--json", *md]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [(r["version"], r["active"]) for r in rows] == [("1", True), ("2", False)]
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["format"] == "cervixtl-models-list/1"
+    assert [(r["spec"], r["active"]) for r in listed["models"]] == [("tiny@1", True), ("tiny@2", False)]
     assert main(["models", "activate", "tiny@2", *md]) == 0
     assert main(["models", "show", "tiny", "--json", *md]) == 0
     shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])

@@ -106,7 +106,8 @@ def test_real_engine_progress_then_error_is_one_line(tmp_path: Path) -> None:
         seen += proc.poll()  # what the GUI timer does: never blocks
         time.sleep(0.05)
     assert proc.wait(10) == 2 and proc.returncode == 2 and not proc.running
-    assert [r["stage"] for r in seen] == ["load-model"] and seen == proc.records
+    assert [r["stage"] for r in seen] == ["load-model", "error"] and seen == proc.records
+    assert seen[-1]["kind"] == "model" and seen[-1]["message"].startswith("unknown model 'no-such-model'")
     assert seen[0]["fraction"] == 0.0 and seen[0]["message"] == "loading model"
     assert not any(ln.lstrip().startswith("{") for ln in proc.stderr_lines)  # progress is not log text
     msg = proc.error_message()

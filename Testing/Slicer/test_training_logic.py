@@ -131,7 +131,9 @@ def test_cancel_right_after_start_reads_as_stopped_on_request() -> None:
 
 
 def test_engine_runs_as_a_separate_process_and_reports_errors() -> None:
-    assert all("@" in r["spec"] for r in contract.model_rows(run_engine(["models", "list", "--json"])))
+    out = run_engine(["models", "list", "--json"])
+    assert json.loads(out)["format"] == "cervixtl-models-list/1"
+    assert all("@" in r["spec"] for r in contract.model_rows(out))
     with pytest.raises(EngineError) as exc:
         run_engine(["info", str(REPO / "no_such_file.nii.gz")])
     assert "no_such_file.nii.gz" in str(exc.value) and exc.value.returncode == 2
@@ -572,7 +574,7 @@ def test_comparison_rows_read_the_engine_format() -> None:
     def desc(mean: float, n: int = 6) -> dict:
         return {"n": n, "mean": mean, "median": mean}
 
-    data = {"models": ["demo@1", "site@2"], "structures": ["GTV", "CTV"],
+    data = {"format": "cervixtl-compare/1", "models": ["demo@1", "site@2"], "structures": ["GTV", "CTV"],
             "summary": {m: {s: {"dice": desc(d), "hd95_mm": desc(h), "surface_dice": desc(sd)}
                             for s, (d, h, sd) in vals.items()}
                         for m, vals in {"demo@1": {"GTV": (0.7, 9.0, 0.6), "CTV": (0.75, 8.0, 0.65)},

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
+
+if TYPE_CHECKING:
+    from ..progress import Progress
 
 
 def parse_int_list(text: str | None, what: str = "labels") -> list[int] | None:
@@ -17,27 +23,27 @@ def parse_int_list(text: str | None, what: str = "labels") -> list[int] | None:
         raise BadInput(f"--{what} must be comma-separated integers, got {text!r}") from None
 
 
-def parse_margin_mm(text: str) -> float | tuple[float, float, float, float, float, float]:
-    """``"10"`` -> 10.0 (isotropic); ``"5,5,10,10,7,7"`` -> (R, L, A, P, S, I) in mm.
-
-    Range checks are done by :mod:`cervixtl.margins`.
-    """
-    parts = [t.strip() for t in str(text).split(",")]
-    try:
-        vals = [float(t) for t in parts]
-    except ValueError:
-        raise BadInput(f"margin must be a number of mm or six numbers R,L,A,P,S,I, got {text!r}") from None
-    if len(vals) == 1:
-        return vals[0]
-    if len(vals) == 6:
-        return tuple(vals)  # type: ignore[return-value]
-    raise BadInput(f"margin needs 1 value or 6 values (R,L,A,P,S,I) in mm, got {len(vals)}: {text!r}")
-
-
 def add_progress_arg(p: argparse.ArgumentParser) -> None:
     """``--progress none|text|json``."""
     p.add_argument("--progress", choices=["none", "text", "json"], default="none",
                    help="progress on stderr: none, text, or JSON lines (stage, fraction, message) for a GUI")
+
+
+def add_json_arg(p: argparse.ArgumentParser, what: str = "the result") -> None:
+    """``--json``: print one ``{"format": "cervixtl-<command>/1", ...}`` object on stdout (see the README)."""
+    p.add_argument("--json", action="store_true", help=f"print {what} as one JSON object on stdout")
+
+
+def make_progress(args: argparse.Namespace) -> Progress:
+    """The :class:`~cervixtl.progress.Progress` of ``--progress`` (warnings always reach stderr)."""
+    from ..progress import Progress
+
+    return Progress(getattr(args, "progress", "none") or "none", echo_warnings=True)
+
+
+def print_json(report: dict[str, Any]) -> None:
+    """Print a report (a dict with ``"format"``) as one JSON object on stdout."""
+    print(json.dumps(report, indent=2))
 
 
 def add_action(actions: argparse._SubParsersAction, name: str, help_: str, folder_flag: str,
@@ -53,8 +59,6 @@ def run_action(args: argparse.Namespace) -> int:
     """Run the action chosen under a command group (``set_defaults(action_func=...)`` on each action parser,
     ``set_defaults(func=run_action, action_help=parser.format_help)`` on the group); without an action, print
     the group's help and return 2."""
-    import sys
-
     func = getattr(args, "action_func", None)
     if func is None:
         print(args.action_help(), file=sys.stderr)
@@ -71,7 +75,5 @@ def parse_name_list(text: str | None) -> list[str] | None:
 
 def print_warnings(warnings: list[str]) -> None:
     """Each warning as one ``cervixtl: warning: ...`` line on stderr."""
-    import sys
-
     for w in warnings:
         print(f"cervixtl: warning: {w}", file=sys.stderr)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from ._common import add_action
+from ..api.cases import add_case, list_cases, show_case
+from ._common import add_action, add_json_arg, print_json
 
 ORDER = 60
 
@@ -25,13 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("final_labels", help="final contours: .seg.nrrd or label map (+ sidecar JSON) on the CT grid")
     a.add_argument("--proposal", default=None, help="the model's original proposal, same formats")
     a.add_argument("--site", default=None, help="site / protocol name (letters, digits, . _ -)")
+    add_json_arg(a, "the new case (cervixtl-cases-add/1) instead of its id")
     a.set_defaults(func=run_add)
     ls = add("list", "list the cases")
-    ls.add_argument("--json", action="store_true", help="print JSON")
+    add_json_arg(ls, "the cases (cervixtl-cases-list/1)")
     ls.set_defaults(func=run_list)
     sh = add("show", "show one case")
     sh.add_argument("id", help="case id (case-xxxxxxxx)")
-    sh.add_argument("--json", action="store_true", help="print JSON")
+    add_json_arg(sh, "the case (cervixtl-cases-show/1)")
     sh.set_defaults(func=run_show)
     rm = add("remove", "delete one case")
     rm.add_argument("id", help="case id (case-xxxxxxxx)")
@@ -39,43 +40,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _lib(args: argparse.Namespace):
-    from ..cases import CaseLibrary
-
-    return CaseLibrary(getattr(args, "cases_dir", None))
-
-
 def run_add(args: argparse.Namespace) -> int:
-    cid = _lib(args).add_files(args.ct, args.final_labels, args.proposal, args.site)
-    print(cid)
+    rep = add_case(args.ct, args.final_labels, args.proposal, site=args.site, cases_dir=args.cases_dir)
+    if args.json:
+        print_json(rep)
+    else:
+        print(rep["id"])
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
-    rows = _lib(args).list()
+    rep = list_cases(args.cases_dir)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rep)
         return 0
-    if not rows:
+    if not rep["cases"]:
         print("no cases")
-        return 0
-    for r in rows:
-        print(f"{r['id']}  {r.get('added', ''):10}  site={r.get('site') or '-':<10} "
-              f"{', '.join(r.get('structures', []))}")
+    for r in rep["cases"]:
+        print(f"{r['id']}  {r['added']:10}  site={r['site'] or '-':<10} {', '.join(r['structures'])}")
     return 0
 
 
 def run_show(args: argparse.Namespace) -> int:
-    d = _lib(args).show(args.id)
+    rep = show_case(args.id, args.cases_dir)
     if args.json:
-        print(json.dumps(d, indent=2))
+        print_json(rep)
         return 0
-    for k, v in d.items():
-        print(f"{k:>24}: {v}")
+    for k, v in rep.items():
+        if k != "format":
+            print(f"{k:>24}: {v}")
     return 0
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    _lib(args).remove(args.id)
+    from ..cases import CaseLibrary
+
+    CaseLibrary(args.cases_dir).remove(args.id)
     print(f"removed {args.id}")
     return 0

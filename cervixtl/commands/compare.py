@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from ._common import add_progress_arg, parse_name_list
+from ..progress import cancel_on_signals
+from ._common import add_json_arg, add_progress_arg, make_progress, parse_name_list, print_json
 
 ORDER = 64
 
@@ -26,38 +26,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--models-dir", default=None, help="model registry folder (default $CERVIXTL_MODELS_DIR)")
     p.add_argument("--cases-dir", default=None, help="case library folder (default $CERVIXTL_CASES_DIR)")
-    p.add_argument("--json", action="store_true", help="print the result JSON on stdout instead of the table")
+    add_json_arg(p, "the result (cervixtl-compare/1) instead of the table")
     add_progress_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cases import load_cases
-    from ..compare import compare_models, format_table, write_outputs
-    from ..metrics import json_safe
-    from ..models.registry import Registry
-    from ..progress import Progress, cancel_on_signals
+    from ..api.training import compare_cases
+    from ..compare import format_table
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    if not 2 <= len(args.models) <= 3:
-        from ..errors import BadInput
-
-        raise BadInput(f"--models needs 2 or 3 models, got {len(args.models)}")
-    progress = Progress(args.progress)
-    cases = load_cases(args.cases, args.cases_dir)
-    structs = parse_name_list(args.structures)
+    progress = make_progress(args)
     with cancel_on_signals(progress):
-        res = compare_models(args.models, [(c.id, c.ct, c.final) for c in cases], registry=Registry(args.models_dir),
-                             structures=structs, device=args.device, fast=not args.no_fast,
-                             tolerance_mm=args.tolerance_mm, progress=progress)
-    paths = write_outputs(res, args.out)
+        rep = compare_cases(args.models, args.cases, out=args.out, structures=parse_name_list(args.structures),
+                            tolerance_mm=args.tolerance_mm, device=args.device, fast=not args.no_fast,
+                            threads=args.threads, models_dir=args.models_dir, cases_dir=args.cases_dir,
+                            progress=progress)
     if args.json:
-        print(json.dumps(json_safe({k: v for k, v in res.items() if k != "rows"} | {"files": {
-            k: str(v) for k, v in paths.items()}}), indent=2))
+        print_json(rep)
     else:
-        print(format_table(res))
-        print("wrote " + ", ".join(str(v) for v in paths.values()))
+        print(format_table(rep))
+        print("wrote " + ", ".join(rep["files"].values()))
     return 0

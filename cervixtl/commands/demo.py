@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from ._common import add_progress_arg
+from ..progress import cancel_on_signals
+from ._common import add_json_arg, add_progress_arg, make_progress, print_json
 
 ORDER = 5
 
@@ -22,26 +22,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), auto or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--models-dir", default=None, help="model registry folder (default $CERVIXTL_MODELS_DIR)")
-    p.add_argument("--json", action="store_true", help="print the report JSON on stdout")
+    add_json_arg(p, "the report (cervixtl-demo/1)")
     add_progress_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import DEMO_SEED, run_demo
-    from ..models.registry import Registry
-    from ..progress import Progress, cancel_on_signals
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    progress = Progress(args.progress)
+    progress = make_progress(args)
     with cancel_on_signals(progress):
         rep = run_demo(args.out, seed=DEMO_SEED if args.seed is None else args.seed, site=args.site,
-                       model=args.model, registry=Registry(args.models_dir), device=args.device, progress=progress)
+                       model=args.model, models_dir=args.models_dir, device=args.device, threads=args.threads,
+                       progress=progress)
     if args.json:
-        print(json.dumps(rep, indent=2))
+        print_json(rep)
         return 0
     print(rep["notice"])
     print(f"model {rep['model']['name']}@{rep['model']['version']}, phantom seed {rep['phantom']['seed']} "

@@ -1,20 +1,14 @@
-"""``cervixtl evaluate --reference REF --prediction PRED [--labels 1,2] [--tolerance-mm 2] [--json OUT]``."""
+"""``cervixtl evaluate --reference REF --prediction PRED [--labels 1,2] [--tolerance-mm 2] [--json [OUT]]``."""
 
 from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ._common import parse_int_list
+from ._common import parse_int_list, print_json
 
 ORDER = 35
-
-HD95_DEFINITION = ("max of the two directed 95th percentiles of surface-voxel distances (mm), as MONAI "
-                   "compute_hausdorff_distance(percentile=95)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,82 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", default=None, metavar="1,2,...",
                    help="label values to evaluate (default: every label present in either file)")
     p.add_argument("--tolerance-mm", type=float, default=2.0, help="surface Dice tolerance in mm (default 2)")
-    p.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON to OUT")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
+                   help="--json alone: print the report (cervixtl-evaluate/1) on stdout instead of the table; "
+                   "--json OUT: also write it to OUT")
     p.set_defaults(func=run)
-
-
-def _label_map(path: str) -> tuple[Any, np.ndarray, dict[int, str]]:
-    """(grid image, integer array, label -> name from the sidecar) of a multi-label map."""
-    from ..errors import BadInput
-    from ..io import read_label_sidecar
-    from ..io import read_image
-
-    img = read_image(path)
-    arr = np.asarray(img.array)
-    if arr.dtype.kind == "f":
-        if not np.all(np.mod(arr, 1) == 0):
-            raise BadInput(f"{path}: non-integer voxel values, not a label map (an intensity image?)")
-        arr = arr.astype(np.int64)
-    elif arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    values = np.unique(arr)
-    if np.count_nonzero(values) > 1000:
-        raise BadInput(f"{path}: {np.count_nonzero(values)} distinct values, not a label map (an intensity image?)")
-    names = dict(read_label_sidecar(Path(path)).get("names", {}))
-    return img, arr, names
-
-
-def evaluate_files(reference: str, prediction: str, labels: list[int] | None = None,
-                   tolerance_mm: float = 2.0) -> list[dict[str, Any]]:
-    """Per-structure metrics (see :func:`cervixtl.metrics.evaluate_masks`) of two segmentation files.
-
-    Label maps are matched by label value (``labels`` picks values), ``.seg.nrrd`` by name (``labels``
-    picks the reference's segments with those label values). Each row has ``label`` and ``name``.
-
-    Raises:
-        BadInput: unreadable file, unknown label. GeometryMismatch: different grids.
-    """
-    from ..errors import BadInput
-    from ..io import is_seg_nrrd, read_segmentation
-    from ..metrics import evaluate_masks, evaluate_segmentations
-
-    if is_seg_nrrd(reference) or is_seg_nrrd(prediction):
-        ref = read_segmentation(reference)
-        pred = read_segmentation(prediction)
-        ref.grid.require_same_geometry(pred.grid, f"prediction {Path(prediction).name}",
-                                       against=f"reference {Path(reference).name}")
-        names = None
-        if labels is not None:
-            names = []
-            for v in labels:
-                s = next((s for s in ref.segments if s.label == v), None) or next(
-                    (s for s in pred.segments if s.label == v), None)
-                if s is None:
-                    raise BadInput(f"label {v} is in neither {Path(reference).name} nor {Path(prediction).name}")
-                names.append(s.name)
-        rows = evaluate_segmentations(ref, pred, names, tolerance_mm)
-        for r in rows:
-            s = ref.find(r["name"]) or pred.find(r["name"])
-            r["label"] = s.label if s is not None else None
-        return [{"label": r.pop("label"), **r} for r in rows]
-    rimg, rarr, rnames = _label_map(reference)
-    pimg, parr, pnames = _label_map(prediction)
-    rimg.require_same_geometry(pimg, f"prediction {Path(prediction).name}",
-                               against=f"reference {Path(reference).name}")
-    present = sorted((set(np.unique(rarr).tolist()) | set(np.unique(parr).tolist())) - {0})
-    if labels is None:
-        labels = [int(v) for v in present]
-        if not labels:
-            raise BadInput(f"{Path(reference).name} and {Path(prediction).name} are both empty: no label to evaluate")
-    for v in labels:
-        if v not in present:
-            raise BadInput(f"label {v} is in neither {Path(reference).name} nor {Path(prediction).name} "
-                           f"(labels: {', '.join(str(x) for x in present[:20]) or 'none'})")
-    rows = []
-    for v in labels:
-        m = evaluate_masks(rimg.with_array(rarr == v), rimg.with_array(parr == v), tolerance_mm)
-        rows.append({"label": int(v), "name": rnames.get(v) or pnames.get(v) or f"Label_{v}", **m})
-    return rows
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -129,30 +51,13 @@ def format_table(rows: list[dict[str, Any]], tolerance_mm: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import BadInput
-    from ..fileio import write_json_atomic
-    from .margins import check_output_writable
-    from ..metrics import json_safe
+    from ..metrics import evaluate_files
 
-    tol = float(args.tolerance_mm)
-    if not math.isfinite(tol) or tol <= 0:
-        raise BadInput(f"--tolerance-mm must be a positive number of mm, got {args.tolerance_mm}")
-    labels = parse_int_list(args.labels, "labels")
-    if args.json:
-        check_output_writable(args.json)
-    rows = evaluate_files(args.reference, args.prediction, labels, tol)
-    print(format_table(rows, tol))
-    if args.json:
-        write_json_atomic(args.json, json_safe({
-            "schema": "cervixtl-evaluate/1",
-            "reference": Path(args.reference).name,
-            "prediction": Path(args.prediction).name,
-            "tolerance_mm": tol,
-            "definitions": {"hd95_mm": HD95_DEFINITION,
-                            "msd_mm": "mean of all surface-voxel distances in both directions (mm)",
-                            "surface_dice": "fraction of surface voxels of both masks within the tolerance of "
-                                            "the other's surface",
-                            "empty": "dice 0 (1 if both empty); distances null (undefined)"},
-            "structures": rows,
-        }))
+    out = None if args.json in (None, "-") else args.json
+    rep = evaluate_files(args.reference, args.prediction, parse_int_list(args.labels, "labels"),
+                         args.tolerance_mm, out=out)
+    if args.json == "-":
+        print_json(rep)
+    else:
+        print(format_table(rep["structures"], rep["tolerance_mm"]))
     return 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from ._common import add_progress_arg, parse_name_list
+from ..progress import Progress, cancel_on_signals
+from ._common import add_json_arg, add_progress_arg, make_progress, parse_name_list, print_json
 
 ORDER = 62
 
@@ -45,42 +45,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--activate", action="store_true", help="make the new version the active one")
     p.add_argument("--models-dir", default=None, help="model registry folder (default $CERVIXTL_MODELS_DIR)")
     p.add_argument("--cases-dir", default=None, help="case library folder (default $CERVIXTL_CASES_DIR)")
-    p.add_argument("--json", action="store_true", help="print the new model card summary as JSON")
+    add_json_arg(p, "the new model (cervixtl-finetune/1: its exact spec and card summary)")
     add_progress_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cases import load_cases
-    from ..models.registry import Registry
-    from ..progress import Progress, cancel_on_signals
-    from ..training import TrainConfig, card_summary, finetune, is_lead_process
+    from ..api.training import finetune_cases
+    from ..training import is_lead_process
 
-    scratch = args.source.strip().lower() == "none"
-    epochs = args.epochs if (args.epochs is not None or args.minutes is not None) else 20
-    cfg = TrainConfig(epochs=epochs, minutes=args.minutes, steps_per_epoch=args.steps_per_epoch,
-                      max_steps=args.max_steps, batch_size=args.batch_size,
-                      lr=args.lr if args.lr is not None else (2e-3 if scratch else 5e-4), freeze=args.freeze,
-                      val_fraction=args.val_fraction, patience=args.patience, focal=args.focal,
-                      batch_dice=args.batch_dice, augment=not args.no_augment, seed=args.seed, device=args.device,
-                      threads=args.threads)
-    cfg.check()
     # Under torchrun (several processes, one per GPU) only rank 0 reports progress and the result.
     lead = is_lead_process()
-    progress = Progress(args.progress if lead else "none")
-    cases = load_cases(args.cases, args.cases_dir)
-    labels = parse_name_list(args.labels)
+    progress = make_progress(args) if lead else Progress("none")
     with cancel_on_signals(progress):
-        card = finetune(None if scratch else args.source, [(c.id, c.ct, c.final) for c in cases], args.name,
-                        config=cfg, registry=Registry(args.models_dir), labels=labels,
-                        sites=[str(c.info.get("site") or "") for c in cases], activate=args.activate,
-                        resume=args.resume, progress=progress)
+        rep = finetune_cases(
+            args.source, args.cases, args.name, labels=parse_name_list(args.labels), activate=args.activate,
+            resume=args.resume, models_dir=args.models_dir, cases_dir=args.cases_dir, progress=progress,
+            epochs=args.epochs, minutes=args.minutes, steps_per_epoch=args.steps_per_epoch,
+            max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, freeze=args.freeze,
+            val_fraction=args.val_fraction, patience=args.patience, focal=args.focal, batch_dice=args.batch_dice,
+            augment=not args.no_augment, seed=args.seed, device=args.device, threads=args.threads)
     if not lead:
         return 0
     if args.json:
-        print(json.dumps(card_summary(card), indent=2))
+        print_json(rep)
     else:
-        print(f"registered {card.spec}: best validation Dice {card.training.get('val_mean_dice')} at step "
-              f"{card.training.get('best_step')} of {card.training.get('steps')} "
-              f"({'activated' if args.activate else 'not activated'})")
+        t = rep["training"]
+        print(f"registered {rep['model']}: best validation Dice {t.get('val_mean_dice')} at step "
+              f"{t.get('best_step')} of {t.get('steps')} ({'activated' if rep['activated'] else 'not activated'})")
     return 0

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-import numpy as np
+from ._common import add_json_arg, print_json
 
 ORDER = 10
 
@@ -16,36 +15,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "label map or DICOM series folder.")
     p.add_argument("image", help="image file (NIfTI, NRRD, MHA) or DICOM series folder")
     p.add_argument("--series", help="SeriesInstanceUID when the folder holds several series")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_json_arg(p, "the facts (cervixtl-info/1) instead of text")
     p.set_defaults(func=run)
 
 
-def describe(path: str, series: str | None = None) -> dict:
-    """Geometry and intensity facts of an image, as a dict."""
-    from ..io import is_seg_nrrd, read_image, read_segmentation
-
-    if is_seg_nrrd(path):
-        seg = read_segmentation(path)
-        d = seg.grid.copy_geometry()
-        d["segments"] = seg.summary()
-        return {"file": path, **d}
-    img = read_image(path, series)
-    arr = img.array
-    d = {"file": path, **img.copy_geometry(),
-         "dtype": str(arr.dtype),
-         "min": float(np.min(arr)), "max": float(np.max(arr))}
-    for k in ("source_format", "modality", "series_description", "series_uid", "series_choice"):
-        if img.meta.get(k):
-            d[k] = img.meta[k]
-    return d
-
-
 def run(args: argparse.Namespace) -> int:
-    d = describe(args.image, args.series)
+    from ..api.info import image_info
+
+    d = image_info(args.image, args.series)
     if args.json:
-        print(json.dumps(d, indent=2))
+        print_json(d)
         return 0
     for k, v in d.items():
+        if k == "format" or v is None:
+            continue
         if k == "segments":
             print("segments:")
             for s in v:

@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ._common import parse_margin_mm
-
-if TYPE_CHECKING:
-    from ..image import Image
+from ._common import add_json_arg, print_json, print_warnings
 
 ORDER = 30
-
-#: More distinct non-zero values than this and the input is taken for an intensity image, not a label map.
-MAX_LABELS = 1000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,128 +24,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shrink", action="store_true", help="shrink instead of grow")
     p.add_argument("--label", type=int, default=None, metavar="N",
                    help="label value to use from a multi-label map / .seg.nrrd (required when there are several)")
-    p.add_argument("--json", action="store_true", help="print a JSON summary instead of a text line")
+    add_json_arg(p, "the summary (cervixtl-margins/1) instead of a text line")
     p.set_defaults(func=run)
 
 
-def load_mask(path: str, label: int | None) -> tuple[Image, str, tuple[float, float, float] | None]:
-    """Read one binary mask from a mask / label map / .seg.nrrd; returns (mask, structure name, colour).
-
-    Raises:
-        BadInput: not a mask or label map, several labels without ``label``, absent label, or an empty mask.
-    """
-    from ..errors import BadInput
-    from ..io import is_seg_nrrd, read_image, read_segmentation
-
-    p = Path(path)
-    if is_seg_nrrd(p):
-        seg = read_segmentation(p)
-        if label is None:
-            if len(seg.segments) != 1:
-                listing = ", ".join(f"{s.label}={s.name}" for s in seg.segments) or "none"
-                raise BadInput(f"{p}: {len(seg.segments)} segments ({listing}); choose one with --label")
-            s = seg.segments[0]
-        else:
-            found = [s for s in seg.segments if s.label == label]
-            if not found:
-                listing = ", ".join(f"{s.label}={s.name}" for s in seg.segments) or "none"
-                raise BadInput(f"{p}: no segment with label {label} (segments: {listing})")
-            s = found[0]
-        mask, name, color = seg.grid.with_array(np.asarray(s.mask, bool)), s.name, s.color
-    else:
-        img = read_image(p)
-        arr = img.array
-        if arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0):
-            raise BadInput(f"{p}: non-integer voxel values, not a mask or label map (an intensity image?)")
-        values = np.unique(arr)
-        nonzero = values[values != 0]
-        if len(nonzero) > MAX_LABELS:
-            raise BadInput(f"{p}: {len(nonzero)} distinct values, not a mask or label map (an intensity image?)")
-        if label is None:
-            if len(nonzero) > 1:
-                shown = ", ".join(str(int(v)) for v in nonzero[:10])
-                raise BadInput(f"{p}: {len(nonzero)} labels ({shown}{', ...' if len(nonzero) > 10 else ''}); "
-                               "choose one with --label")
-            mask = img.with_array(arr != 0)
-            value = int(nonzero[0]) if len(nonzero) else 1
-        else:
-            if label not in nonzero:
-                shown = ", ".join(str(int(v)) for v in nonzero[:10]) or "none"
-                raise BadInput(f"{p}: label {label} is not present (labels: {shown})")
-            mask = img.with_array(arr == label)
-            value = label
-        name, color = _sidecar_name(p, value)
-    if not mask.array.any():
-        raise BadInput(f"{p}: the mask{'' if label is None else f' (label {label})'} is empty: nothing to "
-                       "grow or shrink")
-    return mask, name, color
-
-
-def _sidecar_name(path: Path, value: int) -> tuple[str, tuple[float, float, float] | None]:
-    """Name and colour of label ``value`` from a label map's sidecar JSON (``Label_<value>`` without one)."""
-    from ..io import read_label_sidecar
-
-    side = read_label_sidecar(path)
-    return side.get("names", {}).get(value, f"Label_{value}"), side.get("colors", {}).get(value)
-
-
-def check_output_writable(path: str) -> None:
-    """Fail early, with one line, when ``path`` cannot be written (folder missing and not creatable, not
-    writable, or not a real folder); probes by creating and deleting a temporary file beside it."""
-    import os
-    import tempfile
-
-    from ..errors import BadInput
-    from ..fileio import check_writable_dir
-
-    dest = check_writable_dir(path)
-    if dest.is_dir():
-        raise BadInput(f"{path} is a folder; give a file name")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".cervixtl-probe.", dir=dest.parent if str(dest.parent) else ".")
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _check_output(path: str) -> None:
-    from ..errors import BadInput
-    from ..io import IMAGE_SUFFIXES, is_seg_nrrd
-
-    name = Path(path).name.lower()
-    if not (is_seg_nrrd(path) or any(name.endswith(s) for s in IMAGE_SUFFIXES)):
-        raise BadInput(f"{path}: unknown output extension (use .seg.nrrd or one of {', '.join(IMAGE_SUFFIXES)})")
-    check_output_writable(path)
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..io import write_segmentation
-    from ..margins import expand, normalize_margin
-    from ..segmentation import Segmentation
+    from ..api.masks import margins_file
 
-    margin = normalize_margin(parse_margin_mm(args.mm), "--mm")
-    _check_output(args.output)
-    mask, name, color = load_mask(args.input, args.label)
-    out = expand(mask, margin, shrink=args.shrink)
-    # .seg.nrrd: one segment; other formats: a 0/1 mask plus a sidecar JSON that keeps the name and colour.
-    seg = Segmentation(out.with_array(np.zeros(out.array.shape, np.uint8)))
-    seg.set(name, out.array, color=color)
-    write_segmentation(seg, args.output)
-    vv = mask.voxel_volume_mm3 / 1000.0
-    summary = {
-        "input": Path(args.input).name, "output": str(args.output), "structure": name,
-        "operation": "shrink" if args.shrink else "grow",
-        "margin_mm": dict(zip(("R", "L", "A", "P", "S", "I"), margin)),
-        "volume_in_ml": round(int(mask.array.sum()) * vv, 3), "volume_out_ml": round(int(out.array.sum()) * vv, 3),
-    }
-    if not out.array.any():
-        print(f"cervixtl: warning: {name} shrunk by this margin is empty (written as an empty mask)",
-              file=sys.stderr)
+    rep = margins_file(args.input, args.output, args.mm, shrink=args.shrink, label=args.label)
+    print_warnings(rep["warnings"])
     if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        mm = ",".join(f"{m:g}" for m in margin) if len(set(margin)) > 1 else f"{margin[0]:g}"
-        print(f"{name}: {summary['volume_in_ml']:.2f} mL -> {summary['volume_out_ml']:.2f} mL "
-              f"({summary['operation']} {mm} mm) -> {args.output}")
+        print_json(rep)
+        return 0
+    m = list(rep["margin_mm"].values())
+    mm = ",".join(f"{v:g}" for v in m) if len(set(m)) > 1 else f"{m[0]:g}"
+    print(f"{rep['structure']}: {rep['volume_in_ml']:.2f} mL -> {rep['volume_out_ml']:.2f} mL "
+          f"({rep['operation']} {mm} mm) -> {rep['output']}")
     return 0

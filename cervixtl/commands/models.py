@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._common import add_action
+from ..api.models import import_model, list_models, show_model
+from ._common import add_action, add_json_arg, print_json
+
+if TYPE_CHECKING:
+    from ..models.registry import Registry
 
 ORDER = 30
 
@@ -23,11 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         return add_action(msub, name, help_, "--models-dir", "registry folder")
 
     sp = add("list", "list registered models and versions (* = active)")
-    sp.add_argument("--json", action="store_true", help="print JSON")
+    add_json_arg(sp, "the versions (cervixtl-models-list/1)")
     sp.set_defaults(func=run_list)
     sp = add("show", "show a model card")
     sp.add_argument("spec", metavar="NAME[@VER]")
-    sp.add_argument("--json", action="store_true", help="print the whole card as JSON")
+    add_json_arg(sp, "the whole card (cervixtl-models-show/1)")
     sp.set_defaults(func=run_show)
     sp = add("import", "import a model package (folder, .zip/.tar.gz, URL, or a name from Resources/Models.json) "
                        "or a MONAI checkpoint (.pt/.pth/.safetensors, with --name) as a source model")
@@ -39,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="architecture of an imported checkpoint: wholeBody_ct_segmentation (MONAI bundle "
                          "SegResNet, 105 channels) or a model card JSON file giving architecture/labels/input")
     sp.add_argument("--activate", action="store_true", help="make the imported version active")
+    add_json_arg(sp, "what was imported (cervixtl-models-import/1)")
     sp.set_defaults(func=run_import)
     sp = add("activate", "make a version active")
     sp.add_argument("spec", metavar="NAME[@VER]")
@@ -56,20 +59,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
-def _registry(args: argparse.Namespace):  # noqa: ANN202
+def _registry(args: argparse.Namespace) -> Registry:
     from ..models.registry import Registry
 
     return Registry(getattr(args, "models_dir", None))
 
 
 def run_list(args: argparse.Namespace) -> int:
-    rows = _registry(args).list()
+    rep = list_models(getattr(args, "models_dir", None))
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rep)
         return 0
-    if not rows:
+    if not rep["models"]:
         print("no models registered")
-    for r in rows:
+    for r in rep["models"]:
         mark = "*" if r["active"] else " "
         src = " (bundled)" if r["source"] == "bundled" else ""
         print(f"{mark} {r['name']}@{r['version']:<8} {r['architecture']:<10} {','.join(r['labels'])}{src}")
@@ -77,15 +80,13 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    rep = show_model(args.spec, getattr(args, "models_dir", None))
+    if args.json:
+        print_json(rep)
+        return 0
     from ..models.card import ModelCard
 
-    reg = _registry(args)
-    path = reg.resolve(args.spec)
-    card = ModelCard.read(path)
-    d = card.to_dict()
-    if args.json:
-        print(json.dumps({**d, "path": str(path), "active": reg.active(card.name) == card.version}, indent=2))
-        return 0
+    card = ModelCard.from_dict(rep["card"])
     print(f"{card.spec}  ({card.architecture['name']}, {card.output})")
     print(f"  labels:     {', '.join(card.label_names)}")
     print(f"  spacing:    {card.spacing_mm} mm (x, y, z); window {card.window_hu} HU; patch {card.patch_size}")
@@ -100,58 +101,17 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ..errors import BadInput, ModelError
-    from ..models import download as dl
-    from ..models.package import sha256_file
-
-    reg = _registry(args)
-    src, sha = args.source, args.sha256
-    entry = None if (dl.is_url(src) or Path(src).exists()) else dl.catalogue_entry(src)
-    if entry is not None:
-        src, sha = dl.resolve_catalogue_source(entry), sha or entry.get("sha256")
-    reg.root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".import-", dir=reg.root) as work:
-        if dl.is_url(src):
-            local = dl.fetch_to_temp(src, sha, work)
-        else:
-            p = Path(src)
-            if not p.exists():
-                raise BadInput(f"{src}: no such file, folder, URL or catalogue model")
-            if sha and p.is_file() and sha256_file(p) != sha.strip().lower():
-                raise ModelError(f"{p}: SHA-256 does not match --sha256; not imported")
-            local = dl.extract_package(p, Path(work) / "x") if p.is_file() and dl.is_package_archive(p) else p
-        if local.is_dir():
-            if sha and not dl.is_url(src):
-                from ..models.package import verify_package
-
-                if verify_package(local).weights.get("sha256") != sha.strip().lower():
-                    raise ModelError(f"{src}: weights SHA-256 does not match the expected {sha[:12]}...")
-            card = reg.add(local, activate=args.activate)
-            print(f"imported {card.spec}")
-            return 0
-        card = _import_checkpoint(reg, local, args, Path(work))
-        print(f"imported {card.spec} (source model from checkpoint)")
+    rep = import_model(args.source, sha256=args.sha256, name=args.name, version=args.version, arch=args.arch,
+                       activate=args.activate, models_dir=getattr(args, "models_dir", None))
+    if args.json:
+        print_json(rep)
+    elif rep["tensors"] is not None:
+        t = rep["tensors"]
+        print(f"tensors: {t['loaded']} loaded, {t['reinitialised']} re-initialised, {t['skipped']} skipped")
+        print(f"imported {rep['spec']} (source model from checkpoint)")
+    else:
+        print(f"imported {rep['spec']}")
     return 0
-
-
-def _import_checkpoint(reg, path: Path, args: argparse.Namespace, work: Path):  # noqa: ANN001, ANN202
-    from ..errors import BadInput
-    from ..models.card import ModelCard
-    from ..models.transfer import package_from_checkpoint
-
-    if not args.name:
-        raise BadInput(f"{path.name}: a checkpoint needs --name for the new source model")
-    version = args.version or reg.next_version(args.name)
-    kwargs = {}
-    if args.arch != "wholeBody_ct_segmentation":
-        tmpl = ModelCard.read(args.arch)
-        kwargs = {"architecture": tmpl.architecture["name"], "params": tmpl.architecture["params"],
-                  "label_names": list(tmpl.label_names), "output": tmpl.output,
-                  "spacing_mm": tmpl.spacing_mm, "window_hu": tmpl.window_hu, "patch_size": tmpl.patch_size}
-    pkg, report = package_from_checkpoint(path, work / "pkg", name=args.name, version=version, **kwargs)
-    print(f"tensors: {report['loaded']} loaded, {report['reinitialised']} re-initialised, "
-          f"{report['skipped']} skipped")
-    return reg.add(pkg, activate=args.activate)
 
 
 def run_activate(args: argparse.Namespace) -> int:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
 
-from ._common import parse_name_list, print_warnings, run_action
+from ..api.dicom import rtstruct_export, rtstruct_import, rtstruct_list
+from ._common import add_json_arg, parse_name_list, print_json, print_warnings, run_action
 
 ORDER = 60
 
@@ -29,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--keep-names", action="store_true", help="keep the clinical ROI names (no renaming to GTV/CTV/...)")
     imp.add_argument("--ignore-frame-of-reference", action="store_true",
                      help="accept an RTSTRUCT whose frame of reference differs from the CT's (warning instead of error)")
-    imp.add_argument("--json", action="store_true", help="print the import report as JSON on stdout")
+    add_json_arg(imp, "the import report (cervixtl-rtstruct-import/1)")
     imp.set_defaults(action_func=run_import)
 
     exp = rs.add_parser("export", help="segmentation -> RTSTRUCT referring to the CT series",
@@ -45,77 +44,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--smooth", type=float, default=0.5, metavar="SIGMA_VOXELS",
                      help="in-plane outline smoothing in voxels (default 0.5; 0 = mid-point outline); the voxel "
                      "centres inside each contour never change")
-    exp.add_argument("--json", action="store_true", help="print the export report as JSON on stdout")
+    add_json_arg(exp, "the export report (cervixtl-rtstruct-export/1)")
     exp.set_defaults(action_func=run_export)
 
     ls = rs.add_parser("list", help="ROIs of an RTSTRUCT with contour counts and mapped names")
     ls.add_argument("rtstruct", help="RTSTRUCT DICOM file")
     ls.add_argument("--mapping", help="ROI name mapping JSON")
     ls.add_argument("--site", default="default", help="site key in the mapping file")
-    ls.add_argument("--json", action="store_true", help="print JSON")
+    add_json_arg(ls, "the ROIs (cervixtl-rtstruct-list/1)")
     ls.set_defaults(action_func=run_list)
     p.set_defaults(func=run_action, action_help=p.format_help)
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ..io import write_segmentation
-    from ..rt.roi_mapping import load_mapping
-    from ..rt.rtstruct import import_rtstruct
-
-    mapping = load_mapping(args.mapping, args.site)
-    seg, report = import_rtstruct(args.ct, args.rtstruct, rois=parse_name_list(args.rois), mapping=mapping,
-                                  rename=not args.keep_names, allow_other_frame=args.ignore_frame_of_reference)
-    if not seg.segments:
-        from ..errors import BadInput
-
-        raise BadInput(f"{args.rtstruct}: no ROI with contour points to import; nothing written")
-    write_segmentation(seg, args.out)
-    print_warnings(report.warnings)
-    d: dict[str, Any] = {"output": args.out, **report.to_dict()}
+    rep = rtstruct_import(args.ct, args.rtstruct, args.out, rois=parse_name_list(args.rois), mapping=args.mapping,
+                          site=args.site, keep_names=args.keep_names,
+                          ignore_frame_of_reference=args.ignore_frame_of_reference)
+    print_warnings(rep["warnings"])
     if args.json:
-        print(json.dumps(d, indent=2))
-    else:
-        for r in report.rois:
-            seg_name = r.get("segment") or "-"
-            print(f"{r['name']:<24} -> {seg_name:<16} {r['status']}"
-                  + (f"  {r['voxels']} voxels, {r['volume_ml']} mL" if "voxels" in r else ""))
-        print(f"wrote {args.out}")
+        print_json(rep)
+        return 0
+    for r in rep["rois"]:
+        seg_name = r.get("segment") or "-"
+        print(f"{r['name']:<24} -> {seg_name:<16} {r['status']}"
+              + (f"  {r['voxels']} voxels, {r['volume_ml']} mL" if "voxels" in r else ""))
+    print(f"wrote {args.out}")
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..io import read_segmentation
-    from ..rt.rtstruct import export_rtstruct
-
-    seg = read_segmentation(args.segmentation)
-    out, report = export_rtstruct(args.ct, seg, args.out, label=args.structure_set_label,
-                                  names=parse_name_list(args.segments), min_area_mm2=args.min_area_mm2,
-                                  smooth_sigma=args.smooth)
-    print_warnings(report["warnings"])
+    rep = rtstruct_export(args.ct, args.segmentation, args.out, label=args.structure_set_label,
+                          segments=parse_name_list(args.segments), min_area_mm2=args.min_area_mm2,
+                          smooth=args.smooth)
+    print_warnings(rep["warnings"])
     if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        for r in report["rois"]:
-            print(f"{r['number']:>3} {r['name']:<20} {r['interpreted_type']:<9} {r['contours']:>5} contours "
-                  f"{r['points']:>7} points  {r['status']}")
-        print(f"wrote {out}")
+        print_json(rep)
+        return 0
+    for r in rep["rois"]:
+        print(f"{r['number']:>3} {r['name']:<20} {r['interpreted_type']:<9} {r['contours']:>5} contours "
+              f"{r['points']:>7} points  {r['status']}")
+    print(f"wrote {rep['file']}")
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from ..rt.roi_mapping import canonical_name, load_mapping
-    from ..rt.rtstruct import read_rtstruct
-
-    mapping = load_mapping(args.mapping, args.site)
-    ss = read_rtstruct(args.rtstruct)
-    rows = [{"number": r.number, "name": r.name, "canonical": canonical_name(r.name, mapping),
-             "interpreted_type": r.interpreted_type, "contours": len(r.contours), "points": r.n_points}
-            for r in ss.rois]
-    print_warnings(ss.warnings)
+    rep = rtstruct_list(args.rtstruct, mapping=args.mapping, site=args.site)
+    print_warnings(rep["warnings"])
     if args.json:
-        print(json.dumps({"label": ss.label, "rois": rows}, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['number']:>3} {r['name']:<24} {str(r['canonical'] or '-'):<14} {r['interpreted_type']:<9} "
-                  f"{r['contours']:>4} contours {r['points']:>6} points")
+        print_json(rep)
+        return 0
+    for r in rep["rois"]:
+        print(f"{r['number']:>3} {r['name']:<24} {str(r['canonical'] or '-'):<14} {r['interpreted_type']:<9} "
+              f"{r['contours']:>4} contours {r['points']:>6} points")
     return 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from ._common import parse_name_list, print_warnings, run_action
+from ..api.dicom import seg_export, seg_import
+from ._common import add_json_arg, parse_name_list, print_json, print_warnings, run_action
 
 ORDER = 61
 
@@ -22,47 +22,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--segments", help="comma-separated segment names to export; default all")
     exp.add_argument("--algorithm-type", default="SEMIAUTOMATIC", choices=["SEMIAUTOMATIC", "AUTOMATIC", "MANUAL"],
                      help="Segment Algorithm Type (default SEMIAUTOMATIC: AI proposal reviewed by a person)")
-    exp.add_argument("--json", action="store_true", help="print the export report as JSON")
+    add_json_arg(exp, "the export report (cervixtl-seg-export/1)")
     exp.set_defaults(action_func=run_export)
     imp = sp.add_parser("import", help="DICOM SEG -> .seg.nrrd or label map")
     imp.add_argument("seg", help="DICOM SEG file")
     imp.add_argument("out", help="output .seg.nrrd or .nii.gz")
     imp.add_argument("--reference", help="CT (DICOM folder or image) whose grid the output should use")
-    imp.add_argument("--json", action="store_true", help="print the segments as JSON")
+    add_json_arg(imp, "the segments (cervixtl-seg-import/1)")
     imp.set_defaults(action_func=run_import)
     p.set_defaults(func=run_action, action_help=p.format_help)
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..io import read_segmentation
-    from ..rt.seg import export_seg
-
-    seg = read_segmentation(args.segmentation)
-    names = parse_name_list(args.segments)
-    out, report = export_seg(args.ct, seg, args.out, names=names, algorithm_type=args.algorithm_type)
-    print_warnings(report["warnings"])
+    rep = seg_export(args.ct, args.segmentation, args.out, segments=parse_name_list(args.segments),
+                     algorithm_type=args.algorithm_type)
+    print_warnings(rep["warnings"])
     if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        for s in report["segments"]:
-            print(f"{s['number']:>3} {s['name']:<20} {s['voxels']:>9} voxels  type {s['type'][2]} ({s['type'][0]} "
-                  f"{s['type'][1]})")
-        print(f"wrote {out}")
+        print_json(rep)
+        return 0
+    for s in rep["segments"]:
+        print(f"{s['number']:>3} {s['name']:<20} {s['voxels']:>9} voxels  type {s['type'][2]} ({s['type'][0]} "
+              f"{s['type'][1]})")
+    print(f"wrote {rep['file']}")
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ..io import read_image, write_segmentation
-    from ..rt.seg import read_seg
-
-    ref = read_image(args.reference) if args.reference else None
-    seg = read_seg(args.seg, reference=ref)
-    write_segmentation(seg, args.out)
-    rows = seg.summary() if hasattr(seg, "summary") else [{"name": s.name, "voxels": s.voxels} for s in seg.segments]
+    rep = seg_import(args.seg, args.out, reference=args.reference)
     if args.json:
-        print(json.dumps({"output": args.out, "segments": rows}, indent=2, default=str))
-    else:
-        for s in seg.segments:
-            print(f"{s.name:<24} {s.voxels:>9} voxels")
-        print(f"wrote {args.out}")
+        print_json(rep)
+        return 0
+    for s in rep["segments"]:
+        print(f"{s['name']:<24} {s['voxels']:>9} voxels")
+    print(f"wrote {args.out}")
     return 0

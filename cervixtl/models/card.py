@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ModelError
+from ..intensity import check_spec, spec_from_input
 
 SCHEMA = "cervixtl-model-card/1"
 ARCHITECTURES = ("SegResNet", "DynUNet", "UNet", "SwinUNETR")
@@ -95,8 +96,17 @@ class ModelCard:
         if not (isinstance(sp, (list, tuple)) and len(sp) == 3 and all(float(s) > 0 for s in sp)):
             raise ModelError(f"model {self.name}: input.spacing_mm must be 3 positive numbers (x, y, z) in mm")
         win = self.input.get("window_hu")
-        if not (isinstance(win, (list, tuple)) and len(win) == 2 and float(win[0]) < float(win[1])):
+        if "intensity" in self.input:
+            try:
+                check_spec(self.input["intensity"])
+            except ModelError as exc:
+                raise ModelError(f"model {self.name}: {exc}") from None
+        elif not (isinstance(win, (list, tuple)) and len(win) == 2 and float(win[0]) < float(win[1])):
             raise ModelError(f"model {self.name}: input.window_hu must be [low, high] HU with low < high")
+        if self.input.get("orientation", "LPS") not in ("LPS", "RAS"):
+            raise ModelError(f"model {self.name}: input.orientation must be 'LPS' or 'RAS'")
+        if self.input.get("axis_order", "zyx") not in ("zyx", "xyz"):
+            raise ModelError(f"model {self.name}: input.axis_order must be 'zyx' or 'xyz'")
         ps = self.input.get("patch_size")
         if not (isinstance(ps, (list, tuple)) and len(ps) == 3 and all(int(p) > 0 for p in ps)):
             raise ModelError(f"model {self.name}: input.patch_size must be 3 positive voxel counts (z, y, x)")
@@ -124,9 +134,28 @@ class ModelCard:
 
     @property
     def window_hu(self) -> tuple[float, float]:
-        """Intensity window (low, high) in HU."""
-        lo, hi = self.input["window_hu"]
+        """Display / clip window (low, high) in HU: ``input.window_hu``, else the intensity spec's clip range."""
+        if "window_hu" in self.input:
+            lo, hi = self.input["window_hu"]
+        else:
+            spec = self.intensity
+            lo, hi = spec.get("window_hu") or spec.get("clip_hu")
         return float(lo), float(hi)
+
+    @property
+    def intensity(self) -> dict[str, Any]:
+        """The input intensity normalisation spec (:mod:`cervixtl.intensity`)."""
+        return spec_from_input(self.input)
+
+    @property
+    def orientation(self) -> str:
+        """Orientation of the grid the network sees: ``"LPS"`` (default) or ``"RAS"``."""
+        return str(self.input.get("orientation", "LPS"))
+
+    @property
+    def axis_order(self) -> str:
+        """Array axis order the network sees: ``"zyx"`` (default) or ``"xyz"``."""
+        return str(self.input.get("axis_order", "zyx"))
 
     def label(self, name: str) -> dict[str, Any] | None:
         """The label entry called ``name`` (case-insensitive), or None."""

@@ -140,7 +140,7 @@ def make_archive(package_dir: str | os.PathLike, dest: str | os.PathLike) -> Pat
 
 def catalogue_path() -> Path:
     """``Resources/Models.json``, the extension's catalogue of downloadable models."""
-    from ..structures import resources_dir
+    from ..resources import resources_dir
 
     return resources_dir() / "Models.json"
 

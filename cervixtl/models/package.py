@@ -12,13 +12,14 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Mapping
-
-import torch
+from typing import TYPE_CHECKING, Mapping
 
 from ..errors import CervixTLError, ModelError
 from ..fileio import atomic_dir
 from .card import ModelCard
+
+if TYPE_CHECKING:  # torch only where tensors are handled (verifying and copying packages stay torch-free)
+    import torch
 
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -34,6 +35,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def _plain_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    import torch
+
     out = {}
     for k, v in state_dict.items():
         if not isinstance(v, torch.Tensor):

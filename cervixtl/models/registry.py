@@ -19,14 +19,15 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CervixTLError, ModelError
 from ..fileio import write_json_atomic
 from .card import ModelCard
 from .package import copy_package, load_package, verify_package
+
+if TYPE_CHECKING:  # torch is imported only to load a network (listing and cards stay torch-free)
+    import torch
 
 DEFAULT_MODEL = "cervixtl-demo"
 ACTIVE_FILE = "active.json"
@@ -45,7 +46,7 @@ def default_models_dir() -> Path:
 
 def bundled_models_dir() -> Path:
     """``Resources/Models`` of the extension (bundled demo model)."""
-    from ..structures import resources_dir
+    from ..resources import resources_dir
 
     return resources_dir() / "Models"
 

@@ -20,13 +20,14 @@ from typing import Any, Mapping
 
 from .. import structures
 from ..errors import BadInput
+from ..resources import resources_dir
 
 SCHEMA = "cervixtl-roi-mapping/1"
 
 
 def default_mapping_path() -> Path:
     """The shipped default mapping file."""
-    return structures.resources_dir() / "roi_mapping.json"
+    return resources_dir() / "roi_mapping.json"
 
 
 def load_mapping(path: str | os.PathLike | None = None, site: str = "default") -> dict[str, str | None]:

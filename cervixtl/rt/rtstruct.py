@@ -30,7 +30,7 @@ from .. import __version__, structures
 from .dicomfile import read_dataset
 from ..errors import BadInput
 from ..fileio import atomic_path
-from ..image import Image
+from ..image import Image, ijk_to_lps_matrix
 from ..segmentation import Segmentation
 from .contours import fill_polygons, mask_outlines
 
@@ -246,7 +246,7 @@ class ImportReport:
 def _roi_mask(roi: Roi, grid: Image, warnings: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
     """Rasterise one ROI on ``grid``; returns the (z, y, x) mask and per-ROI facts."""
     nz, ny, nx = grid.array.shape
-    m = grid.direction * np.asarray(grid.spacing)[None, :]
+    m = ijk_to_lps_matrix(grid)[:3, :3]
     inv = np.linalg.inv(m)
     origin = np.asarray(grid.origin)
     per_slice: dict[int, list[np.ndarray]] = {}
@@ -441,7 +441,7 @@ def segment_contours(mask: np.ndarray, grid: Image, min_area_mm2: float = 0.0,
     """
     sx, sy = grid.spacing[0], grid.spacing[1]
     min_px = float(min_area_mm2) / (sx * sy)
-    m = grid.direction * np.asarray(grid.spacing)[None, :]
+    m = ijk_to_lps_matrix(grid)[:3, :3]
     origin = np.asarray(grid.origin)
     out: list[tuple[int, np.ndarray]] = []
     for k in np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]:

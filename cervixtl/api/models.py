@@ -1,0 +1,133 @@
+"""The model jobs: ``list_models``, ``show_model``, ``import_model`` (``cervixtl models ...``).
+
+``list_models`` and ``show_model`` read cards only: they import no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInput, ModelError
+from . import report
+
+
+def _registry(models_dir: str | os.PathLike | None):  # noqa: ANN202 - Registry, imported lazily
+    from ..models.registry import Registry
+
+    return Registry(models_dir)
+
+
+def list_models(models_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Every registered version (and the bundled demo model when not registered).
+
+    Returns:
+        The ``cervixtl-models-list/1`` report: ``models_dir`` and ``models``, one row per version with
+        spec (``name@version``), name, version, active, created, parent, derivation, labels, architecture,
+        sha256, path, source (``registry`` or ``bundled``).
+    """
+    reg = _registry(models_dir)
+    rows = [{"spec": f"{r['name']}@{r['version']}", **r} for r in reg.list()]
+    return report("models-list", {"models_dir": str(reg.root), "models": rows})
+
+
+def show_model(spec: str, models_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The card of ``spec`` (``NAME``: its active version, ``NAME@VERSION``, or a package folder).
+
+    Returns:
+        The ``cervixtl-models-show/1`` report: spec, name, version, active, path and the whole ``card``
+        (``model.json``: architecture, labels, input spacing in mm (x, y, z), window in HU, training, validation).
+
+    Raises:
+        ModelError: unknown model or unreadable card.
+    """
+    from ..models.card import ModelCard
+
+    reg = _registry(models_dir)
+    path = reg.resolve(spec)
+    card = ModelCard.read(path)
+    return report("models-show", {"spec": card.spec, "name": card.name, "version": card.version,
+                                  "active": reg.active(card.name) == card.version, "path": str(path),
+                                  "card": card.to_dict()})
+
+
+def import_model(source: str, *, sha256: str | None = None, name: str | None = None, version: str | None = None,
+                 arch: str = "wholeBody_ct_segmentation", activate: bool = False,
+                 models_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Import a model package (folder, ``.zip``/``.tar.gz``, URL, or a name of ``Resources/Models.json``) or a
+    MONAI checkpoint (``.pt``/``.pth``/``.safetensors`` with ``name``) into the registry.
+
+    Args:
+        sha256: expected SHA-256 of the downloaded/imported file (or of a package's weights).
+        name, version, arch: for a checkpoint: the new source model's name, version (default: next) and
+            architecture (``wholeBody_ct_segmentation`` or a model card JSON giving architecture/labels/input).
+        activate: make the imported version active.
+
+    Returns:
+        The ``cervixtl-models-import/1`` report: spec, name, version, kind (``package`` or ``checkpoint``),
+        activated, tensors (checkpoint: loaded / reinitialised / skipped counts; null for a package).
+
+    Raises:
+        BadInput: nothing at ``source``; ModelError: hash mismatch or an invalid package.
+    """
+    from ..models import download as dl
+    from ..models.package import sha256_file
+
+    reg = _registry(models_dir)
+    src, sha = source, sha256
+    entry = None if (dl.is_url(src) or Path(src).exists()) else dl.catalogue_entry(src)
+    if entry is not None:
+        src, sha = dl.resolve_catalogue_source(entry), sha or entry.get("sha256")
+    reg.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=reg.root) as work:
+        if dl.is_url(src):
+            local = dl.fetch_to_temp(src, sha, work)
+        else:
+            p = Path(src)
+            if not p.exists():
+                raise BadInput(f"{src}: no such file, folder, URL or catalogue model")
+            if sha and p.is_file() and sha256_file(p) != sha.strip().lower():
+                raise ModelError(f"{p}: SHA-256 does not match --sha256; not imported")
+            local = dl.extract_package(p, Path(work) / "x") if p.is_file() and dl.is_package_archive(p) else p
+        tensors = None
+        if local.is_dir():
+            _check_package_hash(local, src, sha if not dl.is_url(src) else None)
+            card = reg.add(local, activate=activate)
+        else:
+            card, tensors = _import_checkpoint(reg, local, Path(work), name=name, version=version, arch=arch,
+                                               activate=activate)
+    return report("models-import", {"spec": card.spec, "name": card.name, "version": card.version,
+                                    "kind": "package" if tensors is None else "checkpoint",
+                                    "activated": bool(activate), "tensors": tensors})
+
+
+def _check_package_hash(package: Path, src: str, sha: str | None) -> None:
+    """Refuse a package whose weights' SHA-256 differs from the expected ``sha``."""
+    if not sha:
+        return
+    from ..models.package import verify_package
+
+    if verify_package(package).weights.get("sha256") != sha.strip().lower():
+        raise ModelError(f"{src}: weights SHA-256 does not match the expected {sha[:12]}...")
+
+
+def _import_checkpoint(reg: Any, path: Path, work: Path, *, name: str | None, version: str | None, arch: str,
+                       activate: bool) -> tuple[Any, dict[str, int]]:
+    """Wrap a MONAI checkpoint as a source-model package and register it; returns (card, tensor counts)."""
+    from ..models.card import ModelCard
+    from ..models.transfer import package_from_checkpoint
+
+    if not name:
+        raise BadInput(f"{path.name}: a checkpoint needs --name for the new source model")
+    kwargs: dict[str, Any] = {}
+    if arch != "wholeBody_ct_segmentation":
+        tmpl = ModelCard.read(arch)
+        kwargs = {"architecture": tmpl.architecture["name"], "params": tmpl.architecture["params"],
+                  "label_names": list(tmpl.label_names), "output": tmpl.output,
+                  "spacing_mm": tmpl.spacing_mm, "window_hu": tmpl.window_hu, "patch_size": tmpl.patch_size}
+    pkg, rep = package_from_checkpoint(path, work / "pkg", name=name, version=version or reg.next_version(name),
+                                       **kwargs)
+    tensors = {k: int(rep[k]) for k in ("loaded", "reinitialised", "skipped")}
+    return reg.add(pkg, activate=activate), tensors
