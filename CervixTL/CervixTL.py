@@ -36,6 +36,7 @@ from CervixTLLib.engine import TaskQueue
 from CervixTLLib.geometry import parse_margin_text
 from CervixTLLib.logic import ContourLogic
 from CervixTLLib.margins_preview import MarginPreview
+from CervixTLLib.nodes import ContourHistory
 from CervixTLLib.ui import reloadPackages, showError
 
 #: Milliseconds between two polls of the engine process.
@@ -66,6 +67,8 @@ class CervixTL(ScriptedLoadableModule):
             "trained on synthetic phantoms, for trying the workflow; it is not a clinical model. Every proposal "
             "must be reviewed by a qualified clinician. Research tool: Not for clinical use. Needs 3D Slicer "
             "5.10 or later.")
+        # once Slicer has started: the phantom CT in Sample Data, the terminology for the Segment Editor
+        slicer.app.connect("startupCompleted()", registerAtStartup)
         self.parent.acknowledgementText = _(
             "Built on MONAI, PyTorch, SimpleITK and slicerio. Margins follow the cervical-cancer contouring "
             "consensus practice of growing GTV to CTV and CTV to PTV in the patient frame.")
@@ -121,6 +124,8 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._preview = None
         self._devicesShown = False
         self._fastChosen = False
+        self.history = ContourHistory()
+        self._logged = 0
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -168,6 +173,8 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.editButton.connect("clicked(bool)", self.onEditButton)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.saveCaseButton.connect("clicked(bool)", self.onSaveCaseButton)
+        self.ui.show3DButton.connect("toggled(bool)", self.onShow3D)
+        self.ui.undoButton.connect("clicked(bool)", self.onUndo)
 
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.setValue(0)
@@ -215,6 +222,7 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None:  # its CT is going away: stop the engine, nothing is loaded
             self._job.cancel()
         self._preview = None
+        self.history.forget()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -248,8 +256,9 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                          else _("Select a CT volume first"))
         haveResult = bool(p.outputSegmentation) and bool(p.inputVolume) and not busy
         for w in (self.ui.editButton, self.ui.exportButton, self.ui.saveCaseButton, self.ui.applyMarginsButton,
-                  self.ui.revertMarginsButton):
+                  self.ui.revertMarginsButton, self.ui.show3DButton):
             w.enabled = haveResult
+        self.ui.undoButton.enabled = not busy and self.history.can_undo(p.outputSegmentation)
         self.ui.anisotropicFrame.visible = p.ptvAnisotropic
         self.ui.ptvMarginSlider.enabled = not p.ptvAnisotropic
         self.ui.ctvMarginSlider.enabled = p.ctvFromGtv
@@ -357,7 +366,12 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def runTask(self, args, onDone, message: str) -> None:
         """Queue a short engine command (background process, :class:`CervixTLLib.engine.TaskQueue`);
         ``onDone(EngineResult)`` when it ends."""
-        self.tasks.submit(args, onDone, message)
+        def done(result) -> None:
+            self.ui.logTextEdit.appendPlainText("$ cervixtl " + " ".join(args[:2]) + ("" if result.ok else
+                                                "  (failed)") + ("\n" + result.log if result.log else ""))
+            onDone(result)
+
+        self.tasks.submit(args, done, message)
         self.ui.statusLabel.setText(message)
         self._pollTimer.start()
 
@@ -422,6 +436,9 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         job, self._job = self._job, None
         self.ui.cancelButton.enabled = False
         p = self._parameterNode
+        self.showLog(job.process)
+        if p and p.outputSegmentation:  # the proposal replaces its segments: Undo brings them back
+            self.history.keep(p.outputSegmentation)
         try:
             with WaitCursor():
                 segNode = self.logic.finish_contour(job, p.outputSegmentation if p else None)
@@ -480,6 +497,7 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     or self._preview.volume is not p.inputVolume or self._preview.stale()):
                 # (re)take the snapshot: first move, other node, or the segments were edited meanwhile
                 self._preview = MarginPreview(p.outputSegmentation, p.inputVolume)
+                self.history.keep(p.outputSegmentation)  # Undo after Apply: the segments before the preview
             ctv = p.ctvMarginMm if p.ctvFromGtv else None
             result = self._preview.update(ctv, self.ptvMargin())
         except Exception as exc:  # engine BadInput or a missing GTV/CTV segment: show, never crash
@@ -500,13 +518,36 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._preview is not None:
             self.showMarginResult(self._preview.apply())
             self._preview = None
+        self.updateGUIFromParameterNode()
 
     def onRevertMargins(self) -> None:
         if self._preview is not None:
             self._preview.revert()
             self._preview = None
+            self.history.undo(self._parameterNode.outputSegmentation)  # (the kept copy equals the reverted state)
+            self.updateGUIFromParameterNode()
         self.ui.marginInfoLabel.setText(_("Margins reverted"))
         self.ui.overlapWarningLabel.setText("")
+
+    def onUndo(self) -> None:
+        """Put back the segments as they were before the last proposal or applied margins."""
+        p = self._parameterNode
+        self._preview = None
+        if p and self.history.undo(p.outputSegmentation):
+            self.ui.statusLabel.setText(_("Undone: the contours are as they were before."))
+            self.ui.marginInfoLabel.setText("")
+            self.ui.overlapWarningLabel.setText("")
+        self.updateGUIFromParameterNode()
+
+    def onShow3D(self, checked: bool) -> None:
+        p = self._parameterNode
+        if p and p.outputSegmentation:
+            nodes.show_3d(p.outputSegmentation, bool(checked))
+
+    def showLog(self, process) -> None:
+        """Append what ``process`` (an engine run) printed to the log box: progress messages and log lines."""
+        lines = [f"{r.get('stage', '')}: {r.get('message', '')}" for r in process.records] + process.stderr_lines
+        self.ui.logTextEdit.appendPlainText("$ cervixtl " + " ".join(process.args[:2]) + "\n" + "\n".join(lines))
 
     def discardPreview(self) -> None:
         """Keep whatever is shown (used before a new proposal replaces the segments)."""
@@ -611,6 +652,23 @@ class WaitCursor:
 
     def __exit__(self, *exc) -> None:
         qt.QApplication.restoreOverrideCursor()
+
+
+def registerAtStartup() -> None:
+    """Register the phantom sample CT (Sample Data module) and the CervixTL terminology (Terminologies module);
+    a failure is logged, never shown (the modules work without them)."""
+    from CervixTLLib import startup
+
+    try:
+        import SampleData
+
+        startup.register_sample_data(SampleData.SampleDataLogic)
+    except Exception as exc:  # noqa: BLE001
+        logging.warning("CervixTL: sample data not registered: %s", exc)
+    try:
+        startup.register_terminology(slicer.modules.terminologies.logic())
+    except Exception as exc:  # noqa: BLE001
+        logging.warning("CervixTL: terminology not registered: %s", exc)
 
 
 def vtk_modified_event() -> int:

@@ -439,3 +439,54 @@ def read_file_detached(scene: Any, path: str | os.PathLike, name: str, *, segmen
         node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
         tie_to_ct(node, reference_volume)
     return node
+
+
+# ============================================================================ undo
+class ContourHistory:
+    """Undo for the changes the module makes to a segmentation (a new proposal into an existing node, applied
+    margins): :meth:`keep` saves a copy of its segments (a ``vtkSegmentation`` deep copy) before the change,
+    :meth:`undo` puts the last copy back. At most ``depth`` copies per node."""
+
+    def __init__(self, depth: int = 5) -> None:
+        self.depth = int(depth)
+        self._copies: dict[str, list[Any]] = {}
+
+    def keep(self, seg_node: Any) -> None:
+        """Save ``seg_node``'s segments as they are now."""
+        slicer = _slicer()
+        copy = slicer.vtkSegmentation()
+        copy.DeepCopy(seg_node.GetSegmentation())
+        stack = self._copies.setdefault(seg_node.GetID(), [])
+        stack.append(copy)
+        del stack[:-self.depth]
+
+    def can_undo(self, seg_node: Any) -> bool:
+        """True when :meth:`undo` has something to restore for ``seg_node``."""
+        return seg_node is not None and bool(self._copies.get(seg_node.GetID()))
+
+    def undo(self, seg_node: Any) -> bool:
+        """Restore the last kept segments of ``seg_node``; False when there is nothing to undo."""
+        stack = self._copies.get(seg_node.GetID()) if seg_node is not None else None
+        if not stack:
+            return False
+        seg_node.GetSegmentation().DeepCopy(stack.pop())
+        seg_node.Modified()
+        return True
+
+    def forget(self, seg_node: Any = None) -> None:
+        """Drop the copies of ``seg_node`` (all nodes when None: scene closed)."""
+        if seg_node is None:
+            self._copies.clear()
+        else:
+            self._copies.pop(seg_node.GetID(), None)
+
+
+def show_3d(seg_node: Any, visible: bool = True) -> None:
+    """Show (or hide) the segments as closed surfaces in the 3D views."""
+    if visible:
+        seg_node.CreateClosedSurfaceRepresentation()
+    display = seg_node.GetDisplayNode()
+    if display is None:
+        seg_node.CreateDefaultDisplayNodes()
+        display = seg_node.GetDisplayNode()
+    display.SetVisibility3D(bool(visible))

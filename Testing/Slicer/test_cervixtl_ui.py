@@ -196,6 +196,7 @@ def _install_slicer_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     stand_ins.python_slicer_launcher(tmp_path / "Slicer" / "bin")
     monkeypatch.delenv("CERVIXTL_PYTHON", raising=False)
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(tmp_path), processEvents=lambda: None,
+                                                             connect=lambda *a: None,
                                                              slicerHome=str(tmp_path / "Slicer")), raising=False)
     # slicer.util.createProgressDialog needs Qt: a dialog that records its label
     monkeypatch.setattr(slicer.util, "createProgressDialog", lambda **kw: types.SimpleNamespace(
@@ -302,6 +303,9 @@ class _FakeWidget:
 
     def setValue(self, v) -> None:  # noqa: ANN001, N802
         self.value = v
+
+    def appendPlainText(self, text: str) -> None:  # noqa: N802 (QPlainTextEdit)
+        self.text = (self.text + "\n" if self.text else "") + text
 
     def setMRMLScene(self, scene) -> None:  # noqa: ANN001, N802
         pass
@@ -836,3 +840,111 @@ def test_reload_reloads_the_lib_packages() -> None:
         reload = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == "onReload")
         text = ast.unparse(reload)
         assert f"reloadPackages({packages})" in text and "ScriptedLoadableModuleWidget.onReload(self)" in text
+
+
+# ============================================================================ issue 14: what a clinician expects
+@pytest.mark.slicer
+def test_undo_show_3d_and_log_box(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Applied margins are undoable (Undo puts back the segments as they were before the preview); Show 3D
+    makes closed surfaces; the log box gets the engine's lines."""
+    import numpy as np
+
+    pytest.importorskip("cervixtl.margins")
+    panel = build_panel(monkeypatch, tmp_path)
+    w, ui = panel.widget, panel.ui
+    import mrml_harness
+    import slicer
+
+    env = types.SimpleNamespace(scene=slicer.mrmlScene)
+    shape = (20, 30, 40)
+    vol = mrml_harness.add_volume(env, np.zeros(shape, np.int16), spacing_xyz=(2.0, 2.0, 3.0), name="CT")
+    gtv = np.zeros(shape, bool)
+    gtv[8:12, 12:18, 15:25] = True
+    ctv = np.zeros(shape, bool)
+    ctv[6:14, 10:20, 12:28] = True
+    seg = mrml_harness.add_segmentation(env, vol, {"GTV": gtv, "CTV": ctv, "PTV": ctv.copy()}, name="contours")
+    from CervixTLLib import nodes
+
+    p = w._parameterNode
+    p.inputVolume, p.outputSegmentation = vol, seg
+    w.updateGUIFromParameterNode()
+    assert not ui.undoButton.enabled  # nothing to undo yet
+    before = nodes.segment_mask(seg, nodes.find_segment_id(seg, "PTV"), vol)
+    p.ptvMarginMm = 6.0
+    w.updateMarginPreview()
+    w.onApplyMargins()
+    grown = nodes.segment_mask(seg, nodes.find_segment_id(seg, "PTV"), vol)
+    assert grown.sum() > before.sum() and ui.undoButton.enabled
+    w.onUndo()
+    assert np.array_equal(nodes.segment_mask(seg, nodes.find_segment_id(seg, "PTV"), vol), before)
+    assert not ui.undoButton.enabled and ui.statusLabel.text.startswith("Undone")
+
+    w.onShow3D(True)
+    assert seg.GetSegmentation().ContainsRepresentation("Closed surface") and seg.GetDisplayNode().GetVisibility3D()
+    w.onShow3D(False)
+    assert not seg.GetDisplayNode().GetVisibility3D()
+
+    w.showDevices()
+    panel.pump()
+    assert "$ cervixtl devices --json" in ui.logTextEdit.text
+
+
+def test_sample_data_and_terminology_are_registered_at_startup(tmp_path: Path) -> None:
+    """The phantom CT for Sample Data (stand-in enforcing the real registerCustomSampleDataSource's rules:
+    parallel lists, ``SHA256:<digest>`` checksums that the downloaded file must match) and the terminology for
+    the Terminologies module (stand-in: LoadTerminologyFromFile returns the file's context name)."""
+    import hashlib
+    import json
+    import urllib.request
+
+    sys.path.insert(0, str(MODULE_DIR))
+    from CervixTLLib import startup
+
+    registered: list[dict] = []
+
+    class SampleDataLogic:
+        @staticmethod
+        def registerCustomSampleDataSource(category="Custom", sampleName=None, uris=None, fileNames=None,  # noqa: N802, N803
+                                           nodeNames=None, customDownloader=None, thumbnailFileName=None,  # noqa: N803
+                                           loadFileTypes=None, loadFiles=None, loadFileProperties={},  # noqa: B006, N803
+                                           checksums=None, loadFileType=None):  # noqa: N803
+            assert len(uris) == len(fileNames) == len(nodeNames) == len(checksums) == len(loadFileTypes)
+            for uri, checksum in zip(uris, checksums):
+                algo, digest = checksum.split(":")
+                assert algo == "SHA256" and len(digest) == 64
+                with urllib.request.urlopen(uri) as f:  # what SampleData's download does with the URI
+                    assert hashlib.sha256(f.read()).hexdigest() == digest
+            registered.append({"category": category, "name": sampleName, "uris": uris, "nodes": nodeNames})
+
+    source = startup.register_sample_data(SampleDataLogic)
+    assert registered and registered[0]["category"] == "CervixTL" and source["uris"][0].startswith("file://")
+    assert Path(source["thumbnailFileName"]).is_file()
+
+    class TerminologiesLogic:
+        def LoadTerminologyFromFile(self, path: str) -> str:  # noqa: N802
+            return json.loads(Path(path).read_text(encoding="utf-8"))["SegmentationCategoryTypeContextName"]
+
+    assert startup.register_terminology(TerminologiesLogic()).startswith("Segmentation category and type - CervixTL")
+
+    class Refusing:
+        def LoadTerminologyFromFile(self, path: str) -> str:  # noqa: N802
+            return ""
+
+    with pytest.raises(RuntimeError, match="could not load CervixTL.term.json"):
+        startup.register_terminology(Refusing())
+
+
+@pytest.mark.slicer
+def test_the_sample_ct_is_a_pelvic_ct(slicer_env) -> None:  # noqa: ANN001
+    """The registered sample loads into a real volume node: HU from air to bone on a 4 x 4 x 5 mm grid."""
+    import numpy as np
+
+    import slicer.util
+
+    path = REPO / "Resources" / "SampleData" / "CervixTLPhantomCT.nrrd"
+    node = slicer_env.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "sample")
+    storage = slicer_env.scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node)
+    arr = slicer.util.arrayFromVolume(node)
+    assert arr.min() <= -1000 and arr.max() >= 300 and np.allclose(node.GetSpacing(), (4.0, 4.0, 5.0))
