@@ -264,6 +264,19 @@ def test_panel_renders_offscreen(tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width >= 300 and height > 500
+    # the panel's first state: "per direction" is off, so the six direction sliders are not shown (issue 14)
+    panel = ui_render.load_panel(UI_FILE)
+    from PySide6 import QtWidgets
+
+    for name in ("ptvRSlider", "ptvLSlider", "ptvASlider", "ptvPSlider", "ptvSSlider", "ptvISlider", "logTextEdit"):
+        assert not panel.findChild(QtWidgets.QWidget, name).isVisibleTo(panel), name
+    assert panel.findChild(QtWidgets.QWidget, "ptvMarginSlider").isVisibleTo(panel)
+    for name in ("cancelButton", "exportButton", "saveCaseButton", "undoButton"):  # nothing running, no result
+        assert not panel.findChild(QtWidgets.QWidget, name).isEnabled(), name
+    assert not panel.findChild(QtWidgets.QCheckBox, "fastCheckBox").isChecked()  # until the engine finds no GPU
+    # the README screenshot is that state (same size as a fresh render: no extra slider rows)
+    doc = (REPO / "docs" / "cervixtl_panel.png").read_bytes()
+    assert (int.from_bytes(doc[16:20], "big"), int.from_bytes(doc[20:24], "big")) == (width, height)
 
 
 # ============================================================================ the panel's code paths, with fake widgets
