@@ -257,3 +257,42 @@ def test_scene_close_during_finetune_keeps_the_result_and_starts_the_comparison(
     assert ui.verdictLabel.text.startswith("site@1 vs src6@1:")
     assert p.compareTable.GetNumberOfRows() >= 2 and p.compareTable.GetScene() is panel.env.scene
     assert p.lossTable.GetScene() is panel.env.scene
+
+
+_TORCH_FREE = r"""
+import json, sys
+from pathlib import Path
+sys.path[:0] = [{here!r}]
+import pytest
+import test_training_panel as t
+panel = t._panel(pytest.MonkeyPatch(), Path(sys.argv[1]))
+panel.widget.setup()
+after_setup = "torch" in sys.modules
+panel.widget.enter()
+panel.pump()
+ui = panel.ui
+ui.versionsTableView.selected = [0]
+panel.widget.onVersionClicked(None)
+panel.pump()
+print(json.dumps({{"after_setup": after_setup, "after_enter": "torch" in sys.modules,
+                  "models": [x[0] for x in ui.sourceModelComboBox.items], "errors": panel.errors}}))
+"""
+
+
+def test_training_panel_never_imports_torch_in_slicers_process(tmp_path: Path) -> None:
+    """Defect 4 for CervixTLTraining: set-up, entry (cases, models, devices) and a model card, all without torch
+    in Slicer's process (a fresh interpreter)."""
+    import json
+    import os
+
+    _library(tmp_path)
+    script = tmp_path / "panel.py"
+    script.write_text(_TORCH_FREE.format(here=str(HERE)), encoding="utf-8")
+    env = {**os.environ, "CERVIXTL_CASES_DIR": str(tmp_path / "cases"), "CERVIXTL_MODELS_DIR": str(tmp_path / "models"),
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600,
+                         env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["after_setup"] is False and out["after_enter"] is False, out
+    assert "src6@1" in out["models"] and out["errors"] == []
