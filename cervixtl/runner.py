@@ -38,9 +38,10 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Sequence
+from typing import IO, Any
 
 #: Seconds between SIGTERM and SIGKILL for a cancelled process that does not stop (default of
 #: :class:`EngineProcess`).
@@ -150,11 +151,12 @@ def popen_options(platform: str = os.name) -> dict[str, Any]:
 
 
 def _psutil() -> Any:
+    import importlib
+
     try:
-        import psutil
+        return importlib.import_module("psutil")
     except ImportError:  # before the first-use install: process groups / taskkill instead
         return None
-    return psutil
 
 
 def descendants(pid: int) -> list[int]:
@@ -274,17 +276,17 @@ def run_engine(args: Sequence[str], *, timeout_s: float = 600.0, parse_json: boo
         kill_tree(proc.pid, force=True)
         proc.communicate()
         raise EngineError(f"{_command_name(args)} did not finish within {timeout_s:.0f} s") from None
-    proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
-    if proc.returncode != 0:
-        raise EngineError(describe(proc.stderr, proc.returncode), proc.returncode, proc.stderr)
+    done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    if done.returncode != 0:
+        raise EngineError(describe(done.stderr, done.returncode), done.returncode, done.stderr)
     if not parse_json:
-        return proc.stdout
+        return done.stdout
     try:
-        return json.loads(proc.stdout)
+        return json.loads(done.stdout)
     except ValueError:
-        first = (proc.stdout.strip().splitlines() or ["(nothing)"])[0][:200]
-        raise EngineError(f"{_command_name(args)} did not print JSON: {first}", proc.returncode,
-                          proc.stderr) from None
+        first = (done.stdout.strip().splitlines() or ["(nothing)"])[0][:200]
+        raise EngineError(f"{_command_name(args)} did not print JSON: {first}", done.returncode,
+                          done.stderr) from None
 
 
 # ============================================================================ long commands
