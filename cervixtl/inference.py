@@ -6,7 +6,8 @@ Pipeline of :func:`run_contour` = :func:`predict_labels` + :func:`build_targets`
 2. the card's intensity normalisation (:mod:`cervixtl.intensity`: HU window to 0..1, or nnU-Net's CT z-score);
 3. MONAI :func:`~monai.inferers.sliding_window_inference` with Gaussian blending (``overlap`` configurable;
    bf16/fp16 autocast on CUDA); CUDA out-of-memory retries with a smaller window batch, then on the CPU;
-4. labels: sigmoid > 0.5 per channel (overlapping labels) or softmax argmax;
+4. labels: sigmoid > 0.5 per channel (overlapping labels), softmax argmax, or both (``softmax+sigmoid``:
+   argmax over background + exclusive organs, sigmoid > 0.5 for the nested targets);
 5. clean-up on the model grid (:mod:`cervixtl.postprocess`: main connected component, holes);
 6. each mask back onto the CT's exact original grid (linear interpolation of the 0/1 mask, threshold 0.5);
 7. GTV ⊆ CTV; the PTV is the CTV grown by the protocol margin (:func:`cervixtl.margins.ptv_from_ctv`) when
@@ -119,9 +120,11 @@ def _n_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
 
 def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str, *, roi_size: Sequence[int],
                           overlap: float, sw_batch_size: int, device: torch.device,
-                          progress: Progress = NULL_PROGRESS) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Run the network over a normalised (z, y, x) volume; returns (probabilities [C, z, y, x] float32 on CPU,
-    run info: device used, batch size, warnings). Falls back on CUDA OOM: halve the batch, then CPU."""
+                          progress: Progress = NULL_PROGRESS,
+                          n_softmax: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Run the network over a normalised (z, y, x) volume; returns (probabilities [C, z, y, x] float32 on CPU
+    (:func:`activate`; ``n_softmax`` = :func:`softmax_channels` for ``softmax+sigmoid``), run info: device
+    used, batch size, warnings). Falls back on CUDA OOM: halve the batch, then CPU."""
     from monai.inferers import sliding_window_inference
 
     info: dict[str, Any] = {"warnings": []}
@@ -145,9 +148,24 @@ def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str,
             info["warnings"].append(msg)
             progress("network", 0.0, msg, warning=msg)
     info.update({"device": str(dev), "sw_batch_size": batch, "windows": n_win})
-    logits = logits[0].float()
-    probs = torch.sigmoid(logits) if output == "sigmoid" else torch.softmax(logits, dim=0)
-    return probs.cpu(), info
+    return activate(logits[0].float(), output, n_softmax).cpu(), info
+
+
+def activate(logits: torch.Tensor, output: str, n_softmax: int | None = None) -> torch.Tensor:
+    """Probabilities of [C, ...] logits: sigmoid, softmax over channels, or (``softmax+sigmoid``) softmax over
+    the first ``n_softmax`` channels (background and exclusive organs) and sigmoid on the rest."""
+    if output == "sigmoid":
+        return torch.sigmoid(logits)
+    if output == "softmax" or n_softmax is None or n_softmax >= logits.shape[0]:
+        return torch.softmax(logits, dim=0)
+    return torch.cat([torch.softmax(logits[:n_softmax], dim=0), torch.sigmoid(logits[n_softmax:])], dim=0)
+
+
+def softmax_channels(card: Any) -> int | None:
+    """Output channels of the softmax group of a ``softmax+sigmoid`` card (background included), else None."""
+    if card.output != "softmax+sigmoid":
+        return None
+    return 1 + max((int(lab["channel"]) for lab in card.labels if lab.get("activation") == "softmax"), default=0)
 
 
 def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overlap: float, batch: int,
@@ -178,15 +196,15 @@ def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overl
 
 
 def probabilities_to_masks(probs: torch.Tensor, card: Any) -> dict[str, np.ndarray]:
-    """Label masks (z, y, x) by name: sigmoid channels > 0.5, or softmax argmax == channel."""
+    """Label masks (z, y, x) by name: sigmoid channels > 0.5, softmax argmax == channel; for
+    ``softmax+sigmoid`` the argmax is over the softmax group only (:func:`softmax_channels`)."""
     masks: dict[str, np.ndarray] = {}
-    if card.output == "sigmoid":
-        for lab in card.labels:
-            masks[str(lab["name"])] = (probs[int(lab["channel"])] > 0.5).numpy()
-    else:
-        arg = torch.argmax(probs, dim=0).numpy()
-        for lab in card.labels:
-            masks[str(lab["name"])] = arg == int(lab["channel"])
+    n_soft = softmax_channels(card) if card.output == "softmax+sigmoid" else (
+        probs.shape[0] if card.output == "softmax" else 0)
+    arg = torch.argmax(probs[:n_soft], dim=0).numpy() if n_soft else None
+    for lab in card.labels:
+        ch = int(lab["channel"])
+        masks[str(lab["name"])] = arg == ch if arg is not None and ch < n_soft else (probs[ch] > 0.5).numpy()
     return masks
 
 
@@ -276,7 +294,8 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
     if sw_batch_size:
         ws["sw_batch_size"] = int(sw_batch_size)
     progress("network", 0.0, f"sliding window {ws['roi_size']} on {dev}")
-    probs, run = predict_probabilities(net, vol, card.output, device=dev, progress=progress, **ws)
+    probs, run = predict_probabilities(net, vol, card.output, device=dev, progress=progress,
+                                       n_softmax=softmax_channels(card), **ws)
     del vol
     masks = probabilities_to_masks(probs, card)
     del probs
@@ -287,7 +306,7 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
         progress("post-process", 0.0, "connected components, holes, nesting, sides")
         from .postprocess import postprocess as _postprocess
 
-        masks = _postprocess(masks, lps=work_grid.orientation_code() == "LPS")
+        masks = _postprocess(masks, orientation=work_grid.orientation_code())
     out: dict[str, np.ndarray] = {}
     for i, name in enumerate(list(masks)):
         progress("post-process", 0.1 + 0.6 * i / max(1, len(masks)), f"{name} to the CT grid")

@@ -22,7 +22,8 @@ from ..intensity import check_spec, spec_from_input
 
 SCHEMA = "cervixtl-model-card/1"
 ARCHITECTURES = ("SegResNet", "DynUNet", "UNet", "SwinUNETR")
-OUTPUTS = ("sigmoid", "softmax")
+OUTPUTS = ("sigmoid", "softmax", "softmax+sigmoid")
+ACTIVATIONS = ("softmax", "sigmoid")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -81,14 +82,16 @@ class ModelCard:
         if not isinstance(arch.get("params"), dict):
             raise ModelError(f"model {self.name}: architecture.params must be a dict of MONAI constructor arguments")
         if self.output not in OUTPUTS:
-            raise ModelError(f"model {self.name}: output {self.output!r} must be 'sigmoid' or 'softmax'")
+            raise ModelError(f"model {self.name}: output {self.output!r} must be one of {', '.join(OUTPUTS)}")
         if not self.labels:
             raise ModelError(f"model {self.name}: the card lists no labels")
         channels = [int(lab.get("channel", -1)) for lab in self.labels]
         if len(set(channels)) != len(channels) or min(channels) < 0:
             raise ModelError(f"model {self.name}: label channels {channels} must be distinct non-negative integers")
-        if self.output == "softmax" and 0 in channels:
+        if self.output != "sigmoid" and 0 in channels:
             raise ModelError(f"model {self.name}: softmax output keeps channel 0 for background, not a label")
+        if self.output == "softmax+sigmoid":
+            self._validate_groups()
         out_ch = arch["params"].get("out_channels")
         if out_ch is not None and max(channels) >= int(out_ch):
             raise ModelError(f"model {self.name}: label channel {max(channels)} >= out_channels {out_ch}")
@@ -110,6 +113,25 @@ class ModelCard:
         ps = self.input.get("patch_size")
         if not (isinstance(ps, (list, tuple)) and len(ps) == 3 and all(int(p) > 0 for p in ps)):
             raise ModelError(f"model {self.name}: input.patch_size must be 3 positive voxel counts (z, y, x)")
+
+    def _validate_groups(self) -> None:
+        """softmax+sigmoid: every label says its activation; softmax labels on channels 1..K, sigmoid after."""
+        acts = [lab.get("activation") for lab in self.labels]
+        if any(a not in ACTIVATIONS for a in acts):
+            raise ModelError(f"model {self.name}: every label of a softmax+sigmoid output needs \"activation\": "
+                             "\"softmax\" or \"sigmoid\"")
+        soft = sorted(int(lab["channel"]) for lab in self.labels if lab["activation"] == "softmax")
+        sig = [int(lab["channel"]) for lab in self.labels if lab["activation"] == "sigmoid"]
+        if soft != list(range(1, len(soft) + 1)) or (sig and min(sig) <= len(soft)):
+            raise ModelError(f"model {self.name}: softmax+sigmoid needs softmax labels on channels 1..K and the "
+                             "sigmoid labels after them")
+
+    def activation(self, name: str) -> str | None:
+        """``"softmax"`` or ``"sigmoid"``: how label ``name`` is decoded (None if the card lacks it)."""
+        lab = self.label(name)
+        if lab is None:
+            return None
+        return self.output if self.output != "softmax+sigmoid" else str(lab["activation"])
 
     # ------------------------------------------------------------------ accessors
     @property
