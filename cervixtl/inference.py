@@ -103,6 +103,14 @@ def window_settings(card: Any, shape_zyx: Sequence[int], *, fast: bool, device: 
     batch 4.
     """
     roi = list(card.patch_size)  # the training patch: group/instance norms make larger windows unsafe
+    tiling = dict((getattr(card, "input", None) or {}).get("tiling") or {})
+    if tiling.get("style") == "nnunet":  # the source's own tiling (cervixtl.tiling); overlap = 1 - step
+        step = float(tiling.get("step", 0.5)) if overlap is None else 1.0 - float(overlap)
+        if not 0.0 < step <= 1.0:
+            raise BadInput(f"overlap {overlap} must be in [0, 1)")
+        return {"roi_size": roi, "overlap": 1.0 - step, "sw_batch_size": 1,
+                "tiling": {"style": "nnunet", "step": step, "sigma_scale": float(tiling.get("sigma_scale", 0.125)),
+                           "out_channels": int(card.architecture["params"]["out_channels"])}}
     ov = (0.0 if fast else 0.25) if overlap is None else float(overlap)
     if not 0.0 <= ov < 1.0:
         raise BadInput(f"overlap {ov} must be in [0, 1)")
@@ -121,17 +129,30 @@ def _n_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
 
 def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str, *, roi_size: Sequence[int],
                           overlap: float, sw_batch_size: int, device: torch.device,
-                          progress: Progress = NULL_PROGRESS) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Run the network over a normalised (z, y, x) volume; returns (probabilities [C, z, y, x] float32 on CPU,
-    run info: device used, batch size, warnings). Falls back on CUDA OOM: halve the batch, then CPU."""
+                          progress: Progress = NULL_PROGRESS, tiling: dict[str, Any] | None = None
+                          ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Run the network over a normalised volume (in the network's axis order); returns (probabilities
+    [C, *volume.shape] float32 on CPU, run info: device used, batch size, warnings). ``tiling`` ``{"style":
+    "nnunet", "step", "sigma_scale"}`` tiles as nnU-Net does (:mod:`cervixtl.tiling`), else MONAI's sliding
+    window with ``overlap``. Falls back on CUDA OOM: halve the batch, then CPU."""
     from monai.inferers import sliding_window_inference
 
     info: dict[str, Any] = {"warnings": []}
-    n_win = _n_windows(volume.shape, roi_size, overlap)
+    nn_style = bool(tiling) and tiling.get("style") == "nnunet"
+    if nn_style:
+        from .tiling import n_tiles
+
+        n_win = n_tiles(volume.shape, roi_size, float(tiling["step"]))
+    else:
+        n_win = _n_windows(volume.shape, roi_size, overlap)
     dev, batch = device, sw_batch_size
     while True:
         try:
-            logits = _sliding(net, volume, roi_size, overlap, batch, dev, n_win, progress, sliding_window_inference)
+            if nn_style:
+                logits = _sliding_nnunet(net, volume, roi_size, tiling, batch, dev, progress)
+            else:
+                logits = _sliding(net, volume, roi_size, overlap, batch, dev, n_win, progress,
+                                  sliding_window_inference)
             break
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
@@ -150,6 +171,34 @@ def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str,
     logits = logits[0].float()
     probs = torch.sigmoid(logits) if output == "sigmoid" else torch.softmax(logits, dim=0)
     return probs.cpu(), info
+
+
+def _autocast_dtype(dev: torch.device) -> torch.dtype | None:
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def _sliding_nnunet(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], tiling: dict[str, Any],
+                    batch: int, dev: torch.device, progress: Progress) -> torch.Tensor:
+    from .tiling import sliding_window_nnunet
+
+    net = net.to(dev).eval()
+    out_ch = int(tiling.get("out_channels") or _out_channels(net))
+
+    def on_tile(done: int, total: int) -> None:
+        progress("network", done / total, f"tile {done} of {total}")
+
+    logits = sliding_window_nnunet(net, volume, roi, out_channels=out_ch, step=float(tiling["step"]),
+                                   sigma_scale=float(tiling.get("sigma_scale", 0.125)), device=dev, batch=batch,
+                                   on_tile=on_tile, autocast_dtype=_autocast_dtype(dev))
+    return logits[None]
+
+
+def _out_channels(net: torch.nn.Module) -> int:
+    """Output channels of ``net``: its last convolution's ``out_channels`` (no forward pass needed)."""
+    convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))]
+    return int(convs[-1].out_channels)
 
 
 def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overlap: float, batch: int,
@@ -248,6 +297,20 @@ def prepare_input(ct: Image, card: Any) -> tuple[np.ndarray, Image]:
     return vol, work.with_array(np.broadcast_to(np.uint8(0), work.array.shape))
 
 
+def to_network_axes(volume: np.ndarray, axis_order: str) -> np.ndarray:
+    """A (z, y, x) volume permuted to the network's axis order (e.g. ``"xyz"``; ``"zyx"`` = unchanged)."""
+    if axis_order == "zyx":
+        return volume
+    return np.ascontiguousarray(np.transpose(volume, ["zyx".index(a) for a in axis_order]))
+
+
+def from_network_axes(probs: torch.Tensor, axis_order: str) -> torch.Tensor:
+    """Network output [C, *network axes] back to [C, z, y, x]."""
+    if axis_order == "zyx":
+        return probs
+    return probs.permute(0, *[1 + axis_order.index(a) for a in "zyx"]).contiguous()
+
+
 def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | torch.device = "auto",
                    overlap: float | None = None, fast: bool = False, progress: Progress | None = None,
                    sw_batch_size: int | None = None, postprocess: bool = True) -> LabelPrediction:
@@ -278,7 +341,10 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
     if sw_batch_size:
         ws["sw_batch_size"] = int(sw_batch_size)
     progress("network", 0.0, f"sliding window {ws['roi_size']} on {dev}")
-    probs, run = predict_probabilities(net, vol, card.output, device=dev, progress=progress, **ws)
+    order = getattr(card, "axis_order", "zyx")
+    probs, run = predict_probabilities(net, to_network_axes(vol, order), card.output, device=dev,
+                                       progress=progress, **ws)
+    probs = from_network_axes(probs, order)
     del vol
     masks = probabilities_to_masks(probs, card)
     del probs
@@ -296,7 +362,8 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
         out[name] = mask_to_reference(work_grid.with_array(masks.pop(name)), ct)
     timing["postprocess_s"] = time.perf_counter() - t
     run.update({"sliding_window": {"roi_size": ws["roi_size"], "overlap": ws["overlap"],
-                                   "sw_batch_size": run["sw_batch_size"], "windows": run["windows"]},
+                                   "sw_batch_size": run["sw_batch_size"], "windows": run["windows"],
+                                   "style": (ws.get("tiling") or {}).get("style", "monai")},
                 "timing_s": timing})
     grid = ct.with_array(np.broadcast_to(np.uint8(0), ct.array.shape))
     return LabelPrediction(out, grid, run)
