@@ -32,6 +32,7 @@ from . import structures
 from .errors import BadInput, ModelError
 from .image import Image, reorient, resample_to_reference, resample_to_spacing
 from .progress import NULL_PROGRESS, Progress
+from .proposals import has_targets, needs_site_model, source_structures, to_structures
 from .segmentation import Segment, Segmentation
 
 #: Structures every output has.
@@ -55,7 +56,7 @@ def check_model_for_contouring(card: Any) -> None:
     """
     names = [n.lower() for n in card.label_names]
     missing = [t for t in ("GTV", "CTV") if t.lower() not in names]
-    if missing:
+    if missing and not source_structures(card):
         raise ModelError(f"model {card.name}@{card.version} does not predict {' and '.join(missing)} "
                          f"(labels: {', '.join(card.label_names)}); it cannot be used for target contouring")
     if int(card.architecture["params"].get("in_channels", 1)) != 1:
@@ -228,15 +229,18 @@ def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overl
     return torch.as_tensor(out).cpu()
 
 
-def probabilities_to_masks(probs: torch.Tensor, card: Any) -> dict[str, np.ndarray]:
-    """Label masks (z, y, x) by name: sigmoid channels > 0.5, or softmax argmax == channel."""
+def probabilities_to_masks(probs: torch.Tensor, card: Any, labels: Sequence[dict[str, Any]] | None = None
+                           ) -> dict[str, np.ndarray]:
+    """Label masks (z, y, x) by name: sigmoid channels > 0.5, or softmax argmax == channel (``labels``: the
+    card labels to decode, default all)."""
     masks: dict[str, np.ndarray] = {}
+    labels = card.labels if labels is None else labels
     if card.output == "sigmoid":
-        for lab in card.labels:
+        for lab in labels:
             masks[str(lab["name"])] = (probs[int(lab["channel"])] > 0.5).numpy()
     else:
         arg = torch.argmax(probs, dim=0).numpy()
-        for lab in card.labels:
+        for lab in labels:
             masks[str(lab["name"])] = arg == int(lab["channel"])
     return masks
 
@@ -313,7 +317,8 @@ def from_network_axes(probs: torch.Tensor, axis_order: str) -> torch.Tensor:
 
 def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | torch.device = "auto",
                    overlap: float | None = None, fast: bool = False, progress: Progress | None = None,
-                   sw_batch_size: int | None = None, postprocess: bool = True) -> LabelPrediction:
+                   sw_batch_size: int | None = None, postprocess: bool = True,
+                   as_structures: bool = False) -> LabelPrediction:
     """Every label of the model on the CT's exact grid: :func:`prepare_input`, the sliding window
     (:func:`window_settings`), threshold / argmax, the post-processing of :mod:`cervixtl.postprocess`
     (components, holes, nesting, sides; on the model grid) and each mask back to the CT grid.
@@ -324,6 +329,8 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; overlap: window overlap 0..1 (None: 0.25, 0 with
             ``fast``); sw_batch_size: windows per network call (default from the setting).
         postprocess: apply the production post-processing (default True).
+        as_structures: return the CervixTL structures a source model proposes (``urinary_bladder`` ->
+            ``Bladder``, colon + small bowel -> ``Bowel``; :func:`to_structures`) instead of its own labels.
 
     Raises:
         BadInput: bad device / overlap; Cancelled: on request.
@@ -346,7 +353,12 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
                                        progress=progress, **ws)
     probs = from_network_axes(probs, order)
     del vol
-    masks = probabilities_to_masks(probs, card)
+    if as_structures:
+        wanted = {n for names in source_structures(card).values() for n in names}
+        masks = to_structures(probabilities_to_masks(probs, card, [lab for lab in card.labels
+                                                                   if lab["name"] in wanted]), card)
+    else:
+        masks = probabilities_to_masks(probs, card)
     del probs
     timing["network_s"] = time.perf_counter() - t
 
@@ -420,10 +432,14 @@ def run_contour(ct: Image, card: Any, net: torch.nn.Module, *, device: str | tor
     """
     progress = progress or NULL_PROGRESS
     check_model_for_contouring(card)
+    targets = has_targets(card)
     pred = predict_labels(ct, card, net, device=device, overlap=overlap, fast=fast, progress=progress,
-                          sw_batch_size=sw_batch_size)
+                          sw_batch_size=sw_batch_size, as_structures=not targets)
     t = time.perf_counter()
-    masks, ptv_info = build_targets(pred, card, ptv_mm=ptv_mm, progress=progress)
+    if targets:
+        masks, ptv_info = build_targets(pred, card, ptv_mm=ptv_mm, progress=progress)
+    else:  # a source model (e.g. TotalSegmentator): zero-shot organ proposals only
+        masks, ptv_info = pred.masks, {"source": None, "margin_mm": None}
     timing = pred.run["timing_s"]
     timing["postprocess_s"] += time.perf_counter() - t
     warn = list(pred.run.get("warnings", []))
@@ -431,13 +447,18 @@ def run_contour(ct: Image, card: Any, net: torch.nn.Module, *, device: str | tor
     for s in seg.segments:
         if s.name in TARGETS and s.voxels == 0:
             warn.append(f"{s.name} is empty")
+    missing = needs_site_model(card)
+    if not targets:
+        warn.append(f"model {card.spec} is a source model: organ proposals only; {', '.join(missing)} need a "
+                    "site model (fine-tune one from this source with `cervixtl finetune`)")
     summary = {
         "model": {"name": card.name, "version": card.version, "sha256": card.weights.get("sha256"),
                   "architecture": card.architecture.get("name"), "output": card.output},
         "device": pred.run["device"], "fast": bool(fast),
         "sliding_window": pred.run["sliding_window"],
         "model_spacing_mm": list(card.spacing_mm),
-        "ptv": ptv_info,
+        "ptv": ptv_info, "mode": "targets" if targets else "organs",
+        "needs_site_model": missing,
         "grid": {k: v for k, v in ct.copy_geometry().items() if k in ("size", "spacing_mm", "orientation")},
         "structures": seg.summary(),
         "timing_s": {k: round(v, 3) for k, v in timing.items()},

@@ -99,3 +99,27 @@ def make_totalseg_model(results: Path, dataset_name: str, trainer: str, plans: d
 
 class NotAllowed:
     """A class no weights-only allow-list names (for the refusal test)."""
+
+
+def plans_new_format(dataset_name: str, spacing_zyx: Sequence[float], patch: Sequence[int], *,
+                     features=(4, 8, 16, 16), transpose: Sequence[int] = (0, 1, 2)) -> dict[str, Any]:
+    """A ``plans.json`` in the current nnU-Net format (``architecture`` entry), with ``spacing`` and ``patch``
+    given in the transposed order nnU-Net stores them in."""
+    old = plans_old_format(dataset_name, 1.0, patch, features=features, transpose=transpose)
+    conf = old["configurations"]["3d_fullres"]
+    n = len(features)
+    conf["spacing"] = [float(spacing_zyx[t]) for t in transpose]
+    for k in ("UNet_class_name", "UNet_base_num_features", "n_conv_per_stage_encoder", "n_conv_per_stage_decoder",
+              "num_pool_per_axis", "pool_op_kernel_sizes", "conv_kernel_sizes", "unet_max_num_features"):
+        conf.pop(k)
+    conf["architecture"] = {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {"n_stages": n, "features_per_stage": list(features),
+                        "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[3, 3, 3]] * n,
+                        "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1), "n_conv_per_stage": [2] * n,
+                        "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
+                        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                        "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
+                        "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}},
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
+    return old

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 import torch
 
 from cervixtl.errors import ModelError
-from nnunet_fixtures import make_totalseg_model, plans_old_format, total_v2_labels
+from nnunet_fixtures import make_totalseg_model, plans_new_format, plans_old_format, total_v2_labels
 from shared_data import DATA, need
 
 CT = DATA / "totalseg_example" / "example_ct.nii.gz"
@@ -107,13 +107,17 @@ def _nnunet_reference(folder: Path, ct_file: Path, tmp: Path) -> tuple[np.ndarra
     return np.asarray(seg), sitk.ReadImage(str(canon))
 
 
-def _initialise(predictor, folder: Path) -> None:
+def _initialise(predictor, folder: Path, *, trainer_module: str = "training_length.nnUNetTrainer_Xepochs_NoMirroring",
+                trainer_name: str = "nnUNetTrainer_4000epochs_NoMirroring") -> None:
     """``initialize_from_trained_model_folder`` without its trainer search, which imports every trainer module
     (the Primus ones need timm, which is not installed here): the same steps with the trainer class imported."""
+    import importlib
+
     from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.training.nnUNetTrainer.variants.training_length.nnUNetTrainer_Xepochs_NoMirroring import (
-        nnUNetTrainer_4000epochs_NoMirroring as trainer)
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    module = importlib.import_module(f"nnunetv2.training.nnUNetTrainer.variants.{trainer_module}")
+    trainer = getattr(module, trainer_name)
 
     ckpt = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert ckpt["trainer_name"] == trainer.__name__
@@ -160,3 +164,69 @@ def _with_geometry(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
     out = sitk.GetImageFromArray(arr.astype(np.int16))
     out.CopyInformation(ref)
     return out
+
+
+def test_tile_positions_are_nnunets():
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    from cervixtl.tiling import tile_starts
+
+    for size, patch in [(128, 128), (129, 128), (244, 128), (101, 64), (500, 96), (64, 48)]:
+        assert tile_starts(size, patch, 0.5) == compute_steps_for_sliding_window((size,), (patch,), 0.5)[0]
+
+
+def test_old_and_new_plans_build_the_same_network_as_nnunet():
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from cervixtl.models.sources.nnunet import configuration
+
+    plans = plans_old_format(DS297, 1.5, (128, 128, 128))
+    ours = configuration(plans, "3d_fullres")["architecture"]
+    theirs = PlansManager(json.loads(json.dumps(plans))).get_configuration("3d_fullres").configuration["architecture"]
+    assert ours["arch_kwargs"] == theirs["arch_kwargs"]
+    assert ours["network_class_name"].rsplit(".", 1)[-1] == theirs["network_class_name"].rsplit(".", 1)[-1]
+
+
+def test_fidelity_tiled_transposed_generic_nnunet_folder(tmp_path):
+    """A generic nnU-Net folder (current plans format, transpose_forward [2, 0, 1], anisotropic patch, several
+    tiles) on a crop of the real CT stored in LPS: CervixTL (orientation LPS, the file as nnU-Net's SimpleITK
+    reader gives it) agrees with nnUNetPredictor."""
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from cervixtl.inference import predict_labels
+    from cervixtl.io import read_ct
+    from cervixtl.models.registry import Registry
+    from cervixtl.models.sources import import_source
+
+    img = sitk.DICOMOrient(sitk.ReadImage(str(need(CT))), "LPS")[10:90, 20:80, 30:90]  # x, y, z crop, 3 mm
+    ct_file = tmp_path / "crop.nii.gz"
+    sitk.WriteImage(img, str(ct_file))
+    labels = {"background": 0, **{n: i + 1 for i, n in enumerate(["urinary_bladder", "colon", "small_bowel",
+                                                                    "femur_left", "femur_right", "hip_left"])}}
+    tf = (2, 0, 1)
+    plans = plans_new_format("Dataset042_Test", (3.0, 3.0, 3.0), (48, 32, 64), transpose=tf)
+    folder = make_totalseg_model(tmp_path / "results", "Dataset042_Test", "nnUNetTrainerNoMirroring", plans, labels,
+                                 head_scale=5.0)
+    pkg, _ = import_source(folder, tmp_path / "pkg", name="generic")
+    reg = Registry(tmp_path / "registry")
+    reg.add(pkg)
+    card, net = reg.load("generic")
+    assert card.axis_order == "xzy" and card.patch_size == (48, 32, 64) and card.orientation == "LPS"
+    pred = predict_labels(read_ct(ct_file), card, net, device="cpu", postprocess=False)
+    ours = np.zeros(pred.grid.array.shape, np.int16)
+    for lab in card.labels:
+        ours[pred.masks[lab["name"]]] = int(lab["channel"])
+    assert pred.run["sliding_window"]["windows"] > 4
+
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    _initialise(predictor, folder, trainer_module="data_augmentation.nnUNetTrainerNoMirroring",
+                trainer_name="nnUNetTrainerNoMirroring")
+    data, props = SimpleITKIO().read_images([str(ct_file)])
+    ref = np.asarray(predictor.predict_single_npy_array(data, props, None, None, False))
+    counts = np.bincount(ref.ravel(), minlength=7) / ref.size
+    agree = float((ref == ours).mean())
+    print(f"tiled/transposed agreement {agree:.5f}; class fractions {np.round(counts, 3)}")
+    assert (counts > 0.02).sum() >= 3 and counts.max() < 0.8
+    assert agree >= 0.99

@@ -29,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("spec", metavar="NAME[@VER]")
     sp.add_argument("--json", action="store_true", help="print the whole card as JSON")
     sp.set_defaults(func=run_show)
-    sp = add("import", "import a model package (folder, .zip/.tar.gz, URL, or a name from Resources/Models.json) "
-                       "or a MONAI checkpoint (.pt/.pth/.safetensors, with --name) as a source model")
+    sp = add("import", "import a model package (folder, .zip/.tar.gz, URL, or a name from Resources/Models.json), "
+                       "a source model (an nnU-Net v2 trained-model folder, totalsegmentator:<task>, a MONAI bundle "
+                       "folder or zip) or a MONAI checkpoint (.pt/.pth/.safetensors, with --name)")
     sp.add_argument("source", metavar="PATH_OR_URL")
     sp.add_argument("--sha256", default=None, help="expected SHA-256 of the downloaded/imported file")
     sp.add_argument("--name", default=None, help="name for an imported checkpoint (source model)")
@@ -40,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "SegResNet, 105 channels) or a model card JSON file giving architecture/labels/input")
     sp.add_argument("--activate", action="store_true", help="make the imported version active")
     sp.set_defaults(func=run_import)
+    sp = add("sources", "list source models installed on this computer (TotalSegmentator weights) with classes")
+    sp.add_argument("--json", action="store_true", help="print JSON")
+    sp.set_defaults(func=run_sources)
     sp = add("activate", "make a version active")
     sp.add_argument("spec", metavar="NAME[@VER]")
     sp.set_defaults(func=run_activate)
@@ -106,6 +110,10 @@ def run_import(args: argparse.Namespace) -> int:
 
     reg = _registry(args)
     src, sha = args.source, args.sha256
+    from ..models.sources import source_kind
+
+    if source_kind(src):
+        return _import_source(reg, src, args)
     entry = None if (dl.is_url(src) or Path(src).exists()) else dl.catalogue_entry(src)
     if entry is not None:
         src, sha = dl.resolve_catalogue_source(entry), sha or entry.get("sha256")
@@ -131,6 +139,36 @@ def run_import(args: argparse.Namespace) -> int:
             return 0
         card = _import_checkpoint(reg, local, args, Path(work))
         print(f"imported {card.spec} (source model from checkpoint)")
+    return 0
+
+
+def _import_source(reg, src: str, args: argparse.Namespace) -> int:  # noqa: ANN001
+    from ..models.sources import default_name, import_source, source_kind
+
+    kind = source_kind(src)
+    name = args.name or default_name(src, kind)
+    version = args.version or reg.next_version(name)
+    reg.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=reg.root) as work:
+        pkg, report = import_source(src, Path(work) / "pkg", name=name, version=version, kind=kind)
+        card = reg.add(pkg, activate=args.activate)
+    print(f"imported {card.spec} ({kind} source: {len(card.labels)} classes, {card.architecture['name']})")
+    return 0
+
+
+def run_sources(args: argparse.Namespace) -> int:
+    from ..models.sources import list_sources
+
+    rows = list_sources()
+    if args.json:
+        print(json.dumps({"format": "cervixtl-models-sources/1", "sources": rows}, indent=2))
+        return 0
+    if not rows:
+        print("no source models found (TotalSegmentator weights: $TOTALSEG_WEIGHTS_PATH, "
+              "$TOTALSEG_HOME_DIR/nnunet/results, ~/.totalsegmentator/nnunet/results)")
+    for r in rows:
+        status = f"error: {r['error']}" if r.get("error") else f"{len(r['classes'])} classes: {', '.join(r['classes'])}"
+        print(f"{r['spec']:<24} {r['dataset']}  {status}")
     return 0
 
 

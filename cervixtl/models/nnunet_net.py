@@ -74,7 +74,11 @@ def build_nnunet(params: Mapping[str, Any]) -> torch.nn.Module:
     Raises:
         ModelError: unknown class, operator or argument.
     """
-    from dynamic_network_architectures.architectures import unet
+    try:
+        from dynamic_network_architectures.architectures import unet
+    except ImportError:
+        raise ModelError("nnU-Net source models need the package dynamic-network-architectures "
+                         "(pip install --no-deps dynamic-network-architectures==0.4.4)") from None
 
     try:
         cls = getattr(unet, network_class_name(params["network_class"]))
