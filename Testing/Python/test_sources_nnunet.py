@@ -230,3 +230,40 @@ def test_fidelity_tiled_transposed_generic_nnunet_folder(tmp_path):
     print(f"tiled/transposed agreement {agree:.5f}; class fractions {np.round(counts, 3)}")
     assert (counts > 0.02).sum() >= 3 and counts.max() < 0.8
     assert agree >= 0.99
+
+
+def test_catalogue_source_download_records_trust_on_first_use(tmp_path):
+    """A TotalSegmentator-style zip served on 127.0.0.1: downloaded, unpacked, converted; no publisher hash,
+    so the card records the SHA-256 of the first download and says 'trust on first use'."""
+    import hashlib
+    import shutil
+
+    from test_catalogue_download import _RangeHandler
+
+    from cervixtl.models.card import ModelCard
+    from cervixtl.models.sources.catalogue import import_catalogue_source
+
+    import http.server
+    import threading
+
+    labels = {"background": 0, "urinary_bladder": 1, "colon": 2}
+    ds = "Dataset291_TotalSegmentator_part1_organs_1559subj"
+    make_totalseg_model(tmp_path / "res", ds, "nnUNetTrainerNoMirroring",
+                        plans_new_format(ds, (1.5, 1.5, 1.5), (32, 32, 32)), labels)
+    archive = Path(shutil.make_archive(str(tmp_path / ds), "zip", tmp_path / "res"))
+    _RangeHandler.payload = archive.read_bytes()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        entry = {"name": "totalseg-291", "kind": "totalsegmentator-nnunet", "url": "https://example.invalid/x.zip",
+                 "sha256": None, "hash": None,
+                 "model_folder": f"{ds}/nnUNetTrainerNoMirroring__nnUNetPlans__3d_fullres"}
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/{ds}.zip"
+        pkg, report = import_catalogue_source(entry, tmp_path / "work", tmp_path / "pkg", name="totalseg-291", url=url)
+    finally:
+        httpd.shutdown()
+    card = ModelCard.read(pkg)
+    dl = card.training["source"]["download"]
+    assert dl["sha256"] == hashlib.sha256(_RangeHandler.payload).hexdigest() == report["download_sha256"]
+    assert dl["trust"] == "trust-on-first-use" and "trust on first use" in card.derivation
+    assert card.orientation == "RAS" and card.label("urinary_bladder")["structure"] == "Bladder"

@@ -115,6 +115,8 @@ def run_import(args: argparse.Namespace) -> int:
     if source_kind(src):
         return _import_source(reg, src, args)
     entry = None if (dl.is_url(src) or Path(src).exists()) else dl.catalogue_entry(src)
+    if entry is not None and entry.get("kind") not in (None, "cervixtl-package"):
+        return _import_catalogue_source(reg, entry, args)
     if entry is not None:
         src, sha = dl.resolve_catalogue_source(entry), sha or entry.get("sha256")
     reg.root.mkdir(parents=True, exist_ok=True)
@@ -153,6 +155,23 @@ def _import_source(reg, src: str, args: argparse.Namespace) -> int:  # noqa: ANN
         pkg, report = import_source(src, Path(work) / "pkg", name=name, version=version, kind=kind)
         card = reg.add(pkg, activate=args.activate)
     print(f"imported {card.spec} ({kind} source: {len(card.labels)} classes, {card.architecture['name']})")
+    return 0
+
+
+def _import_catalogue_source(reg, entry: dict, args: argparse.Namespace) -> int:  # noqa: ANN001
+    from ..models.sources.catalogue import import_catalogue_source
+
+    name = args.name or str(entry["name"])
+    version = args.version or reg.next_version(name)
+    reg.root.mkdir(parents=True, exist_ok=True)
+    work = reg.root / f".download-{entry['name']}"  # kept on failure or cancel, so a rerun resumes
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=reg.root) as tmp:
+        pkg, report = import_catalogue_source(entry, work, Path(tmp) / "pkg", name=name, version=version)
+        card = reg.add(pkg, activate=args.activate)
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"imported {card.spec} ({entry['kind']}, {report['trust']}: SHA-256 {report['download_sha256']})")
     return 0
 
 
