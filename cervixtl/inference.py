@@ -130,8 +130,8 @@ def _n_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
 
 def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str, *, roi_size: Sequence[int],
                           overlap: float, sw_batch_size: int, device: torch.device,
-                          progress: Progress = NULL_PROGRESS, tiling: dict[str, Any] | None = None
-                          ) -> tuple[torch.Tensor, dict[str, Any]]:
+                          progress: Progress = NULL_PROGRESS, tiling: dict[str, Any] | None = None,
+                          cpu_bf16: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
     """Run the network over a normalised volume (in the network's axis order); returns (probabilities
     [C, *volume.shape] float32 on CPU, run info: device used, batch size, warnings). ``tiling`` ``{"style":
     "nnunet", "step", "sigma_scale"}`` tiles as nnU-Net does (:mod:`cervixtl.tiling`), else MONAI's sliding
@@ -150,7 +150,7 @@ def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str,
     while True:
         try:
             if nn_style:
-                logits = _sliding_nnunet(net, volume, roi_size, tiling, batch, dev, progress)
+                logits = _sliding_nnunet(net, volume, roi_size, tiling, batch, dev, progress, cpu_bf16)
             else:
                 logits = _sliding(net, volume, roi_size, overlap, batch, dev, n_win, progress,
                                   sliding_window_inference)
@@ -174,14 +174,14 @@ def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str,
     return probs.cpu(), info
 
 
-def _autocast_dtype(dev: torch.device) -> torch.dtype | None:
+def _autocast_dtype(dev: torch.device, cpu_bf16: bool = False) -> torch.dtype | None:
     if dev.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
+    return torch.bfloat16 if cpu_bf16 else None
 
 
 def _sliding_nnunet(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], tiling: dict[str, Any],
-                    batch: int, dev: torch.device, progress: Progress) -> torch.Tensor:
+                    batch: int, dev: torch.device, progress: Progress, cpu_bf16: bool = False) -> torch.Tensor:
     from .tiling import sliding_window_nnunet
 
     net = net.to(dev).eval()
@@ -192,7 +192,7 @@ def _sliding_nnunet(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int]
 
     logits = sliding_window_nnunet(net, volume, roi, out_channels=out_ch, step=float(tiling["step"]),
                                    sigma_scale=float(tiling.get("sigma_scale", 0.125)), device=dev, batch=batch,
-                                   on_tile=on_tile, autocast_dtype=_autocast_dtype(dev))
+                                   on_tile=on_tile, autocast_dtype=_autocast_dtype(dev, cpu_bf16))
     return logits[None]
 
 
@@ -296,7 +296,10 @@ def prepare_input(ct: Image, card: Any) -> tuple[np.ndarray, Image]:
 
     target = card.orientation if hasattr(card, "orientation") else "LPS"
     oriented = ct if ct.orientation_code() == target else reorient(ct, target)
-    work = resample_to_spacing(oriented, card.spacing_mm, default=-1024.0)
+    if np.allclose(oriented.spacing, card.spacing_mm, rtol=0, atol=1e-6):
+        work = oriented  # already on the model spacing: no interpolation (keeps exact values, e.g. 0 HU)
+    else:
+        work = resample_to_spacing(oriented, card.spacing_mm, default=-1024.0)
     vol = apply_intensity(work.array, card.intensity)
     return vol, work.with_array(np.broadcast_to(np.uint8(0), work.array.shape))
 
@@ -318,7 +321,7 @@ def from_network_axes(probs: torch.Tensor, axis_order: str) -> torch.Tensor:
 def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | torch.device = "auto",
                    overlap: float | None = None, fast: bool = False, progress: Progress | None = None,
                    sw_batch_size: int | None = None, postprocess: bool = True,
-                   as_structures: bool = False) -> LabelPrediction:
+                   as_structures: bool = False, cpu_bf16: bool = False) -> LabelPrediction:
     """Every label of the model on the CT's exact grid: :func:`prepare_input`, the sliding window
     (:func:`window_settings`), threshold / argmax, the post-processing of :mod:`cervixtl.postprocess`
     (components, holes, nesting, sides; on the model grid) and each mask back to the CT grid.
@@ -331,6 +334,8 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
         postprocess: apply the production post-processing (default True).
         as_structures: return the CervixTL structures a source model proposes (``urinary_bladder`` ->
             ``Bladder``, colon + small bowel -> ``Bowel``; :func:`to_structures`) instead of its own labels.
+        cpu_bf16: run nnU-Net-tiled source networks under bfloat16 autocast on the CPU (faster on CPUs with
+            AVX512-BF16/AMX; check agreement with ``benchmarks/bench_sources.py``).
 
     Raises:
         BadInput: bad device / overlap; Cancelled: on request.
@@ -350,7 +355,7 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
     progress("network", 0.0, f"sliding window {ws['roi_size']} on {dev}")
     order = getattr(card, "axis_order", "zyx")
     probs, run = predict_probabilities(net, to_network_axes(vol, order), card.output, device=dev,
-                                       progress=progress, **ws)
+                                       progress=progress, cpu_bf16=cpu_bf16, **ws)
     probs = from_network_axes(probs, order)
     del vol
     if as_structures:

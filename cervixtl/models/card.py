@@ -141,7 +141,7 @@ class ModelCard:
             lo, hi = self.input["window_hu"]
         else:
             spec = self.intensity
-            lo, hi = spec.get("window_hu") or spec.get("clip_hu")
+            lo, hi = spec.get("window_hu") or spec.get("clip_hu") or (-1000.0, 1000.0)  # display default
         return float(lo), float(hi)
 
     @property
