@@ -108,7 +108,8 @@ def worker(kind: str, home: Path, ct_file: Path, out: Path, threads: int) -> Non
             seg[p.masks[lab["name"]]] = int(lab["channel"])
     wall = time.perf_counter() - t
     np.save(out, seg)
-    print(json.dumps({"wall_s": round(wall, 2),
+    split = {} if kind == "nnunet" else {k: round(v, 1) for k, v in p.run["timing_s"].items()}
+    print(json.dumps({"wall_s": round(wall, 2), "split_s": split,
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
 
@@ -146,7 +147,7 @@ def main() -> int:
         for kind, r in rows.items():
             ratio = r["wall_s"] / rows["nnunet"]["wall_s"]
             agree = float((r["labels"] == ref).mean())
-            print(f"{kind:<15}{r['wall_s']:>9.1f}{r['peak_rss_mb']:>13.0f}{ratio:>8.2f}{agree:>11.4f}")
+            print(f"{kind:<15}{r['wall_s']:>9.1f}{r['peak_rss_mb']:>13.0f}{ratio:>8.2f}{agree:>11.4f}  {r['split_s']}")
     return 0
 
 

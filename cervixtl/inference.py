@@ -6,7 +6,8 @@ Pipeline of :func:`run_contour` = :func:`predict_labels` + :func:`build_targets`
 2. the card's intensity normalisation (:mod:`cervixtl.intensity`: HU window to 0..1, or nnU-Net's CT z-score);
 3. MONAI :func:`~monai.inferers.sliding_window_inference` with Gaussian blending (``overlap`` configurable;
    bf16/fp16 autocast on CUDA); CUDA out-of-memory retries with a smaller window batch, then on the CPU;
-4. labels: sigmoid > 0.5 per channel (overlapping labels) or softmax argmax;
+4. labels: sigmoid > 0.5 per channel (overlapping labels), softmax argmax, or both (``softmax+sigmoid``:
+   argmax over background + exclusive organs, sigmoid > 0.5 for the nested targets);
 5. clean-up on the model grid (:mod:`cervixtl.postprocess`: main connected component, holes);
 6. each mask back onto the CT's exact original grid (linear interpolation of the 0/1 mask, threshold 0.5);
 7. GTV ⊆ CTV; the PTV is the CTV grown by the protocol margin (:func:`cervixtl.margins.ptv_from_ctv`) when
@@ -131,11 +132,13 @@ def _n_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
 def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str, *, roi_size: Sequence[int],
                           overlap: float, sw_batch_size: int, device: torch.device,
                           progress: Progress = NULL_PROGRESS, tiling: dict[str, Any] | None = None,
-                          cpu_bf16: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+                          cpu_bf16: bool = False, n_softmax: int | None = None
+                          ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Run the network over a normalised volume (in the network's axis order); returns (probabilities
-    [C, *volume.shape] float32 on CPU, run info: device used, batch size, warnings). ``tiling`` ``{"style":
-    "nnunet", "step", "sigma_scale"}`` tiles as nnU-Net does (:mod:`cervixtl.tiling`), else MONAI's sliding
-    window with ``overlap``. Falls back on CUDA OOM: halve the batch, then CPU."""
+    [C, *volume.shape] float32 on CPU (:func:`activate`; ``n_softmax`` = :func:`softmax_channels` for
+    ``softmax+sigmoid``), run info: device used, batch size, warnings). ``tiling`` ``{"style": "nnunet",
+    "step", "sigma_scale"}`` tiles as nnU-Net does (:mod:`cervixtl.tiling`), else MONAI's sliding window with
+    ``overlap``. Falls back on CUDA OOM: halve the batch, then CPU."""
     from monai.inferers import sliding_window_inference
 
     info: dict[str, Any] = {"warnings": []}
@@ -169,9 +172,24 @@ def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str,
             info["warnings"].append(msg)
             progress("network", 0.0, msg, warning=msg)
     info.update({"device": str(dev), "sw_batch_size": batch, "windows": n_win})
-    logits = logits[0].float()
-    probs = torch.sigmoid(logits) if output == "sigmoid" else torch.softmax(logits, dim=0)
-    return probs.cpu(), info
+    return activate(logits[0].float(), output, n_softmax).cpu(), info
+
+
+def activate(logits: torch.Tensor, output: str, n_softmax: int | None = None) -> torch.Tensor:
+    """Probabilities of [C, ...] logits: sigmoid, softmax over channels, or (``softmax+sigmoid``) softmax over
+    the first ``n_softmax`` channels (background and exclusive organs) and sigmoid on the rest."""
+    if output == "sigmoid":
+        return torch.sigmoid(logits)
+    if output == "softmax" or n_softmax is None or n_softmax >= logits.shape[0]:
+        return torch.softmax(logits, dim=0)
+    return torch.cat([torch.softmax(logits[:n_softmax], dim=0), torch.sigmoid(logits[n_softmax:])], dim=0)
+
+
+def softmax_channels(card: Any) -> int | None:
+    """Output channels of the softmax group of a ``softmax+sigmoid`` card (background included), else None."""
+    if card.output != "softmax+sigmoid":
+        return None
+    return 1 + max((int(lab["channel"]) for lab in card.labels if lab.get("activation") == "softmax"), default=0)
 
 
 def _autocast_dtype(dev: torch.device, cpu_bf16: bool = False) -> torch.dtype | None:
@@ -231,17 +249,16 @@ def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overl
 
 def probabilities_to_masks(probs: torch.Tensor, card: Any, labels: Sequence[dict[str, Any]] | None = None
                            ) -> dict[str, np.ndarray]:
-    """Label masks (z, y, x) by name: sigmoid channels > 0.5, or softmax argmax == channel (``labels``: the
-    card labels to decode, default all)."""
+    """Label masks (z, y, x) by name: sigmoid channels > 0.5, softmax argmax == channel; for
+    ``softmax+sigmoid`` the argmax is over the softmax group only (:func:`softmax_channels`). ``labels``: the
+    card labels to decode (default all)."""
     masks: dict[str, np.ndarray] = {}
-    labels = card.labels if labels is None else labels
-    if card.output == "sigmoid":
-        for lab in labels:
-            masks[str(lab["name"])] = (probs[int(lab["channel"])] > 0.5).numpy()
-    else:
-        arg = torch.argmax(probs, dim=0).numpy()
-        for lab in labels:
-            masks[str(lab["name"])] = arg == int(lab["channel"])
+    n_soft = softmax_channels(card) if card.output == "softmax+sigmoid" else (
+        probs.shape[0] if card.output == "softmax" else 0)
+    arg = torch.argmax(probs[:n_soft], dim=0).numpy() if n_soft else None
+    for lab in (card.labels if labels is None else labels):
+        ch = int(lab["channel"])
+        masks[str(lab["name"])] = arg == ch if arg is not None and ch < n_soft else (probs[ch] > 0.5).numpy()
     return masks
 
 
@@ -252,6 +269,8 @@ def mask_to_reference(mask: Image, reference: Image) -> np.ndarray:
     m = np.asarray(mask.array, dtype=bool)
     if not m.any():
         return out
+    if mask.same_geometry(reference, tol=1e-6):  # the model ran on the CT's own grid: nothing to resample
+        return m.copy()
     zs, ys, xs = (np.flatnonzero(m.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
     lo = np.array([xs[0], ys[0], zs[0]], dtype=float) - 1.5
     hi = np.array([xs[-1], ys[-1], zs[-1]], dtype=float) + 1.5
@@ -355,7 +374,8 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
     progress("network", 0.0, f"sliding window {ws['roi_size']} on {dev}")
     order = getattr(card, "axis_order", "zyx")
     probs, run = predict_probabilities(net, to_network_axes(vol, order), card.output, device=dev,
-                                       progress=progress, cpu_bf16=cpu_bf16, **ws)
+                                       progress=progress, cpu_bf16=cpu_bf16, n_softmax=softmax_channels(card),
+                                       **ws)
     probs = from_network_axes(probs, order)
     del vol
     if as_structures:
@@ -372,7 +392,7 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
         progress("post-process", 0.0, "connected components, holes, nesting, sides")
         from .postprocess import postprocess as _postprocess
 
-        masks = _postprocess(masks, lps=work_grid.orientation_code() == "LPS")
+        masks = _postprocess(masks, orientation=work_grid.orientation_code())
     out: dict[str, np.ndarray] = {}
     for i, name in enumerate(list(masks)):
         progress("post-process", 0.1 + 0.6 * i / max(1, len(masks)), f"{name} to the CT grid")
