@@ -78,3 +78,34 @@ def test_finetune_keeps_organ_rows_adds_nested_targets_and_contours(source):
     names = [s.name for s in res.segmentation.segments]
     assert names[:3] == ["GTV", "CTV", "PTV"] and "Bladder" in names and res.summary["mode"] == "targets"
     assert np.asarray(res.segmentation.segments[0].mask).shape == ct.array.shape
+
+
+@pytest.mark.slow
+def test_cli_sources_import_and_zero_shot_contour(tmp_path, monkeypatch, capsys):
+    """`models sources` lists the TotalSegmentator model, `models import totalsegmentator:291` registers it,
+    `contour` proposes the organs it knows under CervixTL's names and says which need a site model."""
+    import json
+
+    from cervixtl.cli import main
+    from shared_data import DATA, need
+
+    home = tmp_path / "tshome"
+    labels = {"background": 0, **{n: i + 1 for i, n in enumerate(ORGANS)}}
+    make_totalseg_model(home / "nnunet" / "results", DS, "nnUNetTrainerNoMirroring",
+                        plans_new_format(DS, (3.0, 3.0, 3.0), (64, 64, 64), features=(4, 8, 16, 16)), labels,
+                        head_scale=5.0)
+    monkeypatch.setenv("TOTALSEG_HOME_DIR", str(home))
+    md = ["--models-dir", str(tmp_path / "reg")]
+    assert main(["models", "sources", "--json", *md]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["format"] == "cervixtl-models-sources/1" and out["sources"][0]["classes"] == ORGANS
+    assert main(["models", "import", "totalsegmentator:291", *md]) == 0
+    assert "imported totalseg-291@1" in capsys.readouterr().out
+    ct = need(DATA / "totalseg_example" / "example_ct.nii.gz")
+    seg = tmp_path / "out.seg.nrrd"
+    assert main(["contour", str(ct), str(seg), "--model", "totalseg-291", *md, "--device", "cpu"]) == 0
+    summary = json.loads((tmp_path / "out_summary.json").read_text())
+    names = {s["name"] for s in summary["structures"]}
+    assert summary["mode"] == "organs" and names <= {"Bladder", "Bowel", "FemoralHead_L", "FemoralHead_R", "Bone"}
+    assert {"GTV", "CTV", "PTV", "Rectum", "Uterus"} <= set(summary["needs_site_model"])
+    assert "need a site model" in capsys.readouterr().err
