@@ -35,6 +35,7 @@ from .image import Image, reorient, resample_to_reference, resample_to_spacing
 from .progress import NULL_PROGRESS, Progress
 from .proposals import has_targets, needs_site_model, source_structures, to_structures
 from .segmentation import Segment, Segmentation
+from .tiling import _sliding_nnunet, from_network_axes, to_network_axes
 
 #: Structures every output has.
 TARGETS = ("GTV", "CTV", "PTV")
@@ -192,34 +193,6 @@ def softmax_channels(card: Any) -> int | None:
     return 1 + max((int(lab["channel"]) for lab in card.labels if lab.get("activation") == "softmax"), default=0)
 
 
-def _autocast_dtype(dev: torch.device, cpu_bf16: bool = False) -> torch.dtype | None:
-    if dev.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_bf16 else None
-
-
-def _sliding_nnunet(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], tiling: dict[str, Any],
-                    batch: int, dev: torch.device, progress: Progress, cpu_bf16: bool = False) -> torch.Tensor:
-    from .tiling import sliding_window_nnunet
-
-    net = net.to(dev).eval()
-    out_ch = int(tiling.get("out_channels") or _out_channels(net))
-
-    def on_tile(done: int, total: int) -> None:
-        progress("network", done / total, f"tile {done} of {total}")
-
-    logits = sliding_window_nnunet(net, volume, roi, out_channels=out_ch, step=float(tiling["step"]),
-                                   sigma_scale=float(tiling.get("sigma_scale", 0.125)), device=dev, batch=batch,
-                                   on_tile=on_tile, autocast_dtype=_autocast_dtype(dev, cpu_bf16))
-    return logits[None]
-
-
-def _out_channels(net: torch.nn.Module) -> int:
-    """Output channels of ``net``: its last convolution's ``out_channels`` (no forward pass needed)."""
-    convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))]
-    return int(convs[-1].out_channels)
-
-
 def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overlap: float, batch: int,
              dev: torch.device, n_win: int, progress: Progress, swi: Any) -> torch.Tensor:
     net = net.to(dev).eval()
@@ -321,20 +294,6 @@ def prepare_input(ct: Image, card: Any) -> tuple[np.ndarray, Image]:
         work = resample_to_spacing(oriented, card.spacing_mm, default=-1024.0)
     vol = apply_intensity(work.array, card.intensity)
     return vol, work.with_array(np.broadcast_to(np.uint8(0), work.array.shape))
-
-
-def to_network_axes(volume: np.ndarray, axis_order: str) -> np.ndarray:
-    """A (z, y, x) volume permuted to the network's axis order (e.g. ``"xyz"``; ``"zyx"`` = unchanged)."""
-    if axis_order == "zyx":
-        return volume
-    return np.ascontiguousarray(np.transpose(volume, ["zyx".index(a) for a in axis_order]))
-
-
-def from_network_axes(probs: torch.Tensor, axis_order: str) -> torch.Tensor:
-    """Network output [C, *network axes] back to [C, z, y, x]."""
-    if axis_order == "zyx":
-        return probs
-    return probs.permute(0, *[1 + axis_order.index(a) for a in "zyx"]).contiguous()
 
 
 def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | torch.device = "auto",

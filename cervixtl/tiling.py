@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["tile_starts", "tile_slices", "gaussian_weights", "sliding_window_nnunet", "n_tiles"]
+__all__ = ["tile_starts", "tile_slices", "gaussian_weights", "sliding_window_nnunet", "n_tiles", "to_network_axes",
+           "from_network_axes"]
 
 
 def tile_starts(size: int, patch: int, step: float) -> list[int]:
@@ -117,3 +118,43 @@ def sliding_window_nnunet(net: Callable[[torch.Tensor], Any], volume: np.ndarray
                 on_tile(i + len(group), len(tiles))
     acc /= norm
     return acc[(slice(None), *crop)]
+
+
+def to_network_axes(volume: np.ndarray, axis_order: str) -> np.ndarray:
+    """A (z, y, x) volume permuted to the network's axis order (e.g. ``"xyz"``; ``"zyx"`` = unchanged)."""
+    if axis_order == "zyx":
+        return volume
+    return np.ascontiguousarray(np.transpose(volume, ["zyx".index(a) for a in axis_order]))
+
+
+def from_network_axes(probs: torch.Tensor, axis_order: str) -> torch.Tensor:
+    """Network output [C, *network axes] back to [C, z, y, x]."""
+    if axis_order == "zyx":
+        return probs
+    return probs.permute(0, *[1 + axis_order.index(a) for a in "zyx"]).contiguous()
+
+
+def _autocast_dtype(dev: torch.device, cpu_bf16: bool = False) -> torch.dtype | None:
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_bf16 else None
+
+
+def _sliding_nnunet(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], tiling: dict[str, Any],
+                    batch: int, dev: torch.device, progress: Any, cpu_bf16: bool = False) -> torch.Tensor:
+    net = net.to(dev).eval()
+    out_ch = int(tiling.get("out_channels") or _out_channels(net))
+
+    def on_tile(done: int, total: int) -> None:
+        progress("network", done / total, f"tile {done} of {total}")
+
+    logits = sliding_window_nnunet(net, volume, roi, out_channels=out_ch, step=float(tiling["step"]),
+                                   sigma_scale=float(tiling.get("sigma_scale", 0.125)), device=dev, batch=batch,
+                                   on_tile=on_tile, autocast_dtype=_autocast_dtype(dev, cpu_bf16))
+    return logits[None]
+
+
+def _out_channels(net: torch.nn.Module) -> int:
+    """Output channels of ``net``: its last convolution's ``out_channels`` (no forward pass needed)."""
+    convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))]
+    return int(convs[-1].out_channels)
