@@ -138,3 +138,18 @@ def test_fidelity_with_the_bundles_own_monai_inference(bundle, tmp_path):
     print(f"bundle agreement {agree:.5f}; {int((counts > 0.001).sum())} classes over 0.1 %, largest {counts.max():.3f}")
     assert (counts > 0.001).sum() >= 5 and counts.max() < 0.8
     assert agree >= 0.99
+
+
+def test_bundle_zip_imports_through_the_cli(bundle, tmp_path, capsys):
+    import shutil
+
+    from cervixtl.cli import main
+    from cervixtl.models.registry import Registry
+
+    archive = shutil.make_archive(str(tmp_path / "wholeBody_ct_segmentation_v0.1.9"), "zip", bundle.parent,
+                                  bundle.name)
+    md = ["--models-dir", str(tmp_path / "reg")]
+    assert main(["models", "import", archive, "--name", "wholebody", *md]) == 0
+    assert "monai_bundle source: 104 classes" in capsys.readouterr().out
+    card = Registry(tmp_path / "reg").card("wholebody")
+    assert card.axis_order == "xyz" and card.training["source"]["weights"] == "model_lowres.pt"
