@@ -98,6 +98,11 @@ def test_cli_sources_import_and_zero_shot_contour(tmp_path, monkeypatch, capsys)
     md = ["--models-dir", str(tmp_path / "reg")]
     assert main(["models", "sources", "--json", *md]) == 0
     out = json.loads(capsys.readouterr().out)
+    import jsonschema
+
+    from cervixtl.structures import resources_dir
+
+    jsonschema.validate(out, json.loads((resources_dir() / "schemas" / "cervixtl-models-sources.schema.json").read_text()))
     assert out["format"] == "cervixtl-models-sources/1" and out["sources"][0]["classes"] == ORGANS
     assert main(["models", "import", "totalsegmentator:291", *md]) == 0
     assert "imported totalseg-291@1" in capsys.readouterr().out
