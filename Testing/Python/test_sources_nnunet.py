@@ -91,7 +91,7 @@ def test_import_card_and_weights(ts_env, tmp_path):
     assert torch.equal(state["encoder.stages.0.0.convs.0.conv.weight"], w["decoder.encoder.stages.0.0.convs.0.conv.weight"])
 
 
-def _nnunet_reference(folder: Path, ct_file: Path, tmp: Path) -> tuple[np.ndarray, sitk.Image]:
+def _nnunet_reference(folder: Path, ct_file: Path, tmp: Path, **trainer: str) -> tuple[np.ndarray, sitk.Image]:
     """TotalSegmentator's way: closest canonical RAS NIfTI -> nnU-Net predictor (step 0.5, Gaussian, no TTA)."""
     import nibabel as nib
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
@@ -101,7 +101,7 @@ def _nnunet_reference(folder: Path, ct_file: Path, tmp: Path) -> tuple[np.ndarra
     nib.save(nib.as_closest_canonical(nib.load(str(ct_file))), str(canon))
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                 perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
-    _initialise(predictor, folder)
+    _initialise(predictor, folder, **trainer)
     data, props = SimpleITKIO().read_images([str(canon)])
     seg = predictor.predict_single_npy_array(data, props, None, None, False)
     return np.asarray(seg), sitk.ReadImage(str(canon))
@@ -267,3 +267,52 @@ def test_catalogue_source_download_records_trust_on_first_use(tmp_path):
     assert dl["sha256"] == hashlib.sha256(_RangeHandler.payload).hexdigest() == report["download_sha256"]
     assert dl["trust"] == "trust-on-first-use" and "trust on first use" in card.derivation
     assert card.orientation == "RAS" and card.label("urinary_bladder")["structure"] == "Bladder"
+
+
+@pytest.mark.slow
+def test_fidelity_1p5mm_geometry_several_tiles(tmp_path, monkeypatch):
+    """The TotalSegmentator 1.5 mm organs network (Dataset291 layout, 6 stages, 32..320 features, patch 128^3,
+    25 outputs) over 2 x 2 x 1 tiles of the real CT resampled to 1.5 mm (TotalSegmentator resamples before
+    nnU-Net, so both pipelines get the 1.5 mm image)."""
+    from cervixtl.image import reorient, resample_to_spacing
+    from cervixtl.inference import predict_labels
+    from cervixtl.io import read_ct, write_image
+    from cervixtl.models.registry import Registry
+    from cervixtl.models.sources import import_source
+
+    torch.set_num_threads(2)
+    ds = "Dataset291_TotalSegmentator_part1_organs_1559subj"
+    names = ["spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "pancreas",
+             "adrenal_gland_right", "adrenal_gland_left", "lung_upper_lobe_left", "lung_lower_lobe_left",
+             "lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right", "esophagus", "trachea",
+             "thyroid_gland", "small_bowel", "duodenum", "colon", "urinary_bladder", "prostate",
+             "kidney_cyst_left", "kidney_cyst_right"]
+    home = tmp_path / "tshome"
+    make_totalseg_model(home / "nnunet" / "results", ds, "nnUNetTrainerNoMirroring",
+                        plans_old_format(ds, 1.5, (128, 128, 128)),
+                        {"background": 0, **{n: i + 1 for i, n in enumerate(names)}})
+    monkeypatch.setenv("TOTALSEG_HOME_DIR", str(home))
+    ct = read_ct(need(CT))
+    fine = resample_to_spacing(reorient(ct, "RAS"), (1.5, 1.5, 1.5), default=-1024.0)
+    from cervixtl.image import Image
+
+    crop = Image(fine.array[40:140, 20:180, 30:200].astype(np.int16), fine.spacing,  # (z, y, x) 100 x 160 x 170
+                 tuple(fine.index_to_physical([30, 20, 40])), fine.direction)
+    ct_file = tmp_path / "ct_1p5.nii.gz"
+    write_image(crop, ct_file)
+    pkg, report = import_source("totalsegmentator:291", tmp_path / "pkg", name="totalseg-291")
+    reg = Registry(tmp_path / "registry")
+    reg.add(pkg)
+    card, net = reg.load("totalseg-291")
+    pred = predict_labels(read_ct(ct_file), card, net, device="cpu", postprocess=False)
+    ours = np.zeros(pred.grid.array.shape, np.int16)
+    for lab in card.labels:
+        ours[pred.masks[lab["name"]]] = int(lab["channel"])
+    assert pred.run["sliding_window"]["windows"] == 4
+    ref, _ = _nnunet_reference(Path(report["folder"]), ct_file, tmp_path, trainer_module=(
+        "data_augmentation.nnUNetTrainerNoMirroring"), trainer_name="nnUNetTrainerNoMirroring")
+    counts = np.bincount(ref.ravel(), minlength=25) / ref.size
+    agree = float((ref == ours).mean())
+    print(f"1.5 mm agreement {agree:.5f}; {int((counts > 0.001).sum())} classes over 0.1 %, largest {counts.max():.3f}")
+    assert (counts > 0.001).sum() >= 8 and counts.max() < 0.5
+    assert agree >= 0.99
