@@ -73,6 +73,7 @@ def test_models_and_image_commands(env):
     imp = ok_json("models", "import", root / "pkg", "--json", *md)
     assert imp["spec"] == "tiny@1" and imp["kind"] == "package" and imp["tensors"] is None
     listed = ok_json("models", "list", "--json", *md)
+    ok_json("models", "sources", "--json")  # whatever TotalSegmentator weights this computer has (often none)
     assert [m["spec"] for m in listed["models"] if m["source"] == "registry"] == ["tiny@1"]
     shown = ok_json("models", "show", "tiny", "--json", *md)
     assert shown["spec"] == "tiny@1" and shown["active"] is True and shown["card"]["name"] == "tiny"
@@ -159,7 +160,8 @@ def test_every_command_schema_was_exercised():
     """Runs last in this file: each command schema (but devices, owned by its own test) met a real output."""
     need(GOLD)
     names = {p.name.split(".")[0] for p in resource("schemas").glob("cervixtl-*.schema.json")}
-    expected = {f"{n}/1" for n in names} - {"cervixtl-progress/1", "cervixtl-devices/1", "cervixtl-demo/1"}
+    expected = {f"{n}/1" for n in names} - {"cervixtl-progress/1", "cervixtl-devices/1", "cervixtl-demo/1",
+                                            "cervixtl-model-catalogue/1"}  # the catalogue is a file, not an output
     if len(SEEN) < 5:
         pytest.skip("run with the other tests of this file")
     assert expected <= SEEN, sorted(expected - SEEN)

@@ -1,4 +1,5 @@
-"""The model jobs: ``list_models``, ``show_model``, ``import_model`` (``cervixtl models ...``).
+"""The model jobs: ``list_models``, ``show_model``, ``import_model``, ``list_source_models``
+(``cervixtl models ...``).
 
 ``list_models`` and ``show_model`` read cards only: they import no torch.
 """
@@ -60,8 +61,10 @@ def show_model(spec: str, models_dir: str | os.PathLike | None = None) -> dict[s
 def import_model(source: str, *, sha256: str | None = None, name: str | None = None, version: str | None = None,
                  arch: str = "wholeBody_ct_segmentation", activate: bool = False,
                  models_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Import a model package (folder, ``.zip``/``.tar.gz``, URL, or a name of ``Resources/Models.json``) or a
-    MONAI checkpoint (``.pt``/``.pth``/``.safetensors`` with ``name``) into the registry.
+    """Import a model package (folder, ``.zip``/``.tar.gz``, URL, or a name of ``Resources/Models.json``), a
+    source model (an nnU-Net v2 trained-model folder, ``totalsegmentator:<task>``, a MONAI bundle folder or zip,
+    or a catalogue source, downloaded) or a MONAI checkpoint (``.pt``/``.pth``/``.safetensors`` with ``name``)
+    into the registry.
 
     Args:
         sha256: expected SHA-256 of the downloaded/imported file (or of a package's weights).
@@ -70,8 +73,10 @@ def import_model(source: str, *, sha256: str | None = None, name: str | None = N
         activate: make the imported version active.
 
     Returns:
-        The ``cervixtl-models-import/1`` report: spec, name, version, kind (``package`` or ``checkpoint``),
-        activated, tensors (checkpoint: loaded / reinitialised / skipped counts; null for a package).
+        The ``cervixtl-models-import/1`` report: spec, name, version, kind (``package``, ``checkpoint`` or
+        ``source``), activated, tensors (checkpoint: loaded / reinitialised / skipped counts; else null),
+        source (a source model: its kind, number of classes, architecture, download trust and SHA-256; else
+        null).
 
     Raises:
         BadInput: nothing at ``source``; ModelError: hash mismatch or an invalid package.
@@ -80,9 +85,15 @@ def import_model(source: str, *, sha256: str | None = None, name: str | None = N
     from ..models import download as dl
     from ..models.package import sha256_file
 
+    from ..models.sources import source_kind
+
     reg = _registry(models_dir)
     src, sha = source, sha256
+    if source_kind(src):
+        return _import_source(reg, src, name=name, version=version, activate=activate)
     entry = None if (dl.is_url(src) or Path(src).exists()) else dl.catalogue_entry(src)
+    if entry is not None and entry.get("kind") not in (None, "cervixtl-package"):
+        return _import_catalogue_source(reg, entry, name=name, version=version, activate=activate)
     if entry is not None:
         src, sha = dl.resolve_catalogue_source(entry), sha or entry.get("sha256")
     reg.root.mkdir(parents=True, exist_ok=True)
@@ -106,9 +117,64 @@ def import_model(source: str, *, sha256: str | None = None, name: str | None = N
         else:
             card, tensors = _import_checkpoint(reg, local, Path(work), name=name, version=version, arch=arch,
                                                activate=activate)
-    return report("models-import", {"spec": card.spec, "name": card.name, "version": card.version,
-                                    "kind": "package" if tensors is None else "checkpoint",
-                                    "activated": bool(activate), "tensors": tensors})
+    return _import_report(card, "package" if tensors is None else "checkpoint", activate, tensors)
+
+
+def _import_report(card: Any, kind: str, activate: bool, tensors: dict[str, int] | None = None,
+                   source: dict[str, Any] | None = None) -> dict[str, Any]:
+    return report("models-import", {"spec": card.spec, "name": card.name, "version": card.version, "kind": kind,
+                                    "activated": bool(activate), "tensors": tensors, "source": source})
+
+
+def _import_source(reg: Any, src: str, *, name: str | None, version: str | None, activate: bool) -> dict[str, Any]:
+    """Convert and register a foreign source model (nnU-Net v2 folder, ``totalsegmentator:<task>``, MONAI
+    bundle folder or zip; :mod:`cervixtl.models.sources`)."""
+    from ..atomic import temp_prefix
+    from ..models.sources import default_name, import_source, source_kind
+
+    kind = str(source_kind(src))
+    name = name or default_name(src, kind)
+    version = version or reg.next_version(name)
+    reg.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("import"), dir=reg.root) as work:
+        pkg, _ = import_source(src, Path(work) / "pkg", name=name, version=version, kind=kind)
+        card = reg.add(pkg, activate=activate)
+    return _import_report(card, "source", activate, source={
+        "kind": kind, "classes": len(card.labels), "architecture": card.architecture["name"], "trust": None,
+        "download_sha256": None})
+
+
+def _import_catalogue_source(reg: Any, entry: dict[str, Any], *, name: str | None, version: str | None,
+                             activate: bool) -> dict[str, Any]:
+    """Download (resumable), unpack, convert and register a source model of the catalogue."""
+    import shutil
+
+    from ..atomic import temp_prefix
+    from ..models.sources.catalogue import import_catalogue_source
+
+    name = name or str(entry["name"])
+    version = version or reg.next_version(name)
+    reg.root.mkdir(parents=True, exist_ok=True)
+    work = reg.root / f".download-{entry['name']}"  # kept on failure or cancel, so a rerun resumes
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("import"), dir=reg.root) as tmp:
+        pkg, rep = import_catalogue_source(entry, work, Path(tmp) / "pkg", name=name, version=version)
+        card = reg.add(pkg, activate=activate)
+    shutil.rmtree(work, ignore_errors=True)
+    return _import_report(card, "source", activate, source={
+        "kind": str(entry["kind"]), "classes": len(card.labels), "architecture": card.architecture["name"],
+        "trust": rep.get("trust"), "download_sha256": rep.get("download_sha256")})
+
+
+def list_source_models() -> dict[str, Any]:
+    """Source models installed on this computer (TotalSegmentator's weights) with their classes.
+
+    Returns:
+        The ``cervixtl-models-sources/1`` report: ``sources``, one row per model with spec
+        (``totalsegmentator:<task>``), dataset, folder, classes, error (null when readable).
+    """
+    from ..models.sources import list_sources
+
+    return report("models-sources", {"sources": list_sources()})
 
 
 def _check_package_hash(package: Path, src: str, sha: str | None) -> None:

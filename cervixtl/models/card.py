@@ -21,7 +21,9 @@ from ..errors import ModelError
 from ..intensity import check_spec, spec_from_input
 
 SCHEMA = "cervixtl-model-card/1"
-ARCHITECTURES = ("SegResNet", "DynUNet", "UNet", "SwinUNETR")
+ARCHITECTURES = ("SegResNet", "DynUNet", "UNet", "SwinUNETR", "nnUNet")
+#: Array axis orders a network may see: any permutation of the (z, y, x) array axes ("zyx" = as stored).
+AXIS_ORDERS = ("zyx", "zxy", "yzx", "yxz", "xzy", "xyz")
 OUTPUTS = ("sigmoid", "softmax", "softmax+sigmoid")
 ACTIVATIONS = ("softmax", "sigmoid")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -108,8 +110,8 @@ class ModelCard:
             raise ModelError(f"model {self.name}: input.window_hu must be [low, high] HU with low < high")
         if self.input.get("orientation", "LPS") not in ("LPS", "RAS"):
             raise ModelError(f"model {self.name}: input.orientation must be 'LPS' or 'RAS'")
-        if self.input.get("axis_order", "zyx") not in ("zyx", "xyz"):
-            raise ModelError(f"model {self.name}: input.axis_order must be 'zyx' or 'xyz'")
+        if self.input.get("axis_order", "zyx") not in AXIS_ORDERS:
+            raise ModelError(f"model {self.name}: input.axis_order must be one of {', '.join(AXIS_ORDERS)}")
         ps = self.input.get("patch_size")
         if not (isinstance(ps, (list, tuple)) and len(ps) == 3 and all(int(p) > 0 for p in ps)):
             raise ModelError(f"model {self.name}: input.patch_size must be 3 positive voxel counts (z, y, x)")
@@ -151,7 +153,7 @@ class ModelCard:
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
-        """Sliding-window patch in voxels, (z, y, x)."""
+        """Sliding-window patch in voxels, in the network's axis order (:attr:`axis_order`; default (z, y, x))."""
         return tuple(int(p) for p in self.input["patch_size"])  # type: ignore[return-value]
 
     @property
@@ -161,7 +163,7 @@ class ModelCard:
             lo, hi = self.input["window_hu"]
         else:
             spec = self.intensity
-            lo, hi = spec.get("window_hu") or spec.get("clip_hu")
+            lo, hi = spec.get("window_hu") or spec.get("clip_hu") or (-1000.0, 1000.0)  # display default
         return float(lo), float(hi)
 
     @property
@@ -176,13 +178,18 @@ class ModelCard:
 
     @property
     def axis_order(self) -> str:
-        """Array axis order the network sees: ``"zyx"`` (default) or ``"xyz"``."""
+        """Array axis order the network sees: ``"zyx"`` (default), ``"xyz"`` (MONAI bundles) or another
+        permutation (nnU-Net's ``transpose_forward``); ``patch_size`` is given in this order."""
         return str(self.input.get("axis_order", "zyx"))
 
     def label(self, name: str) -> dict[str, Any] | None:
-        """The label entry called ``name`` (case-insensitive), or None."""
+        """The label entry called ``name`` (case-insensitive), else the first source label proposing the
+        CervixTL structure ``name`` (its ``structure`` entry, e.g. ``urinary_bladder`` for ``Bladder``), or None."""
         for lab in self.labels:
             if str(lab["name"]).lower() == name.lower():
+                return lab
+        for lab in self.labels:
+            if str(lab.get("structure") or "").lower() == name.lower():
                 return lab
         return None
 

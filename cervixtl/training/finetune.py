@@ -71,8 +71,12 @@ def output_channel_map(source_card: Any, new_card: Any) -> dict[int, int]:
     (names compared case-insensitively; a softmax background channel 0 maps to 0), used to keep trained
     output weights when a fine-tuned model adds or drops structures."""
     def acts(card: Any) -> dict[str, tuple[str, int]]:
-        return {str(lab["name"]).lower(): (card.activation(str(lab["name"])), int(lab["channel"]))
-                for lab in card.labels}
+        out = {str(lab["name"]).lower(): (card.activation(str(lab["name"])), int(lab["channel"]))
+               for lab in card.labels}
+        for lab in card.labels:  # a source label proposing a CervixTL structure (urinary_bladder -> Bladder)
+            if lab.get("structure"):
+                out.setdefault(str(lab["structure"]).lower(), out[str(lab["name"]).lower()])
+        return out
 
     src, new = acts(source_card), acts(new_card)
     out = {ch: src[n][1] for n, (a, ch) in new.items() if n in src and src[n][0] == a}

@@ -25,7 +25,12 @@ __all__ = ["blocks", "forward_order", "freeze", "freeze_norm_stats"]
 
 
 def blocks(net: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """The blocks of ``net`` (see the module docstring) in definition order, those owning parameters."""
+    """The blocks of ``net`` (see the module docstring) in definition order, those owning parameters.
+    nnU-Net U-Nets: each encoder stage, each decoder up-convolution and stage, and the output heads."""
+    if hasattr(net, "encoder") and hasattr(net, "decoder") and hasattr(net.decoder, "seg_layers"):
+        return [(f"{part}.{k}", m) for part in ("encoder.stages", "decoder.transpconvs", "decoder.stages",
+                                                "decoder.seg_layers")
+                for k, m in net.get_submodule(part).named_children() if any(True for _ in m.parameters())]
     items = list(net.named_children())
     while len(items) == 1 and list(items[0][1].children()):
         name, mod = items[0]
