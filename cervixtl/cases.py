@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInput, CervixTLError
-from .atomic import atomic_dir, sweep_stale, temp_prefix, write_json_atomic
+from .atomic import atomic_dir, sweep_stale, temp_prefix
 from .image import Image
 from .segmentation import Segment, Segmentation
 

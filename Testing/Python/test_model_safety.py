@@ -20,7 +20,7 @@ import pytest
 
 from cervixtl.atomic import sweep_stale, temp_prefix
 from cervixtl.cli import main
-from cervixtl.errors import BadInput, ModelError
+from cervixtl.errors import BadInput
 from cervixtl.models import registry as regmod
 from cervixtl.models.networks import build_network, segresnet_card
 from cervixtl.models.package import save_package

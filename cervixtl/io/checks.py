@@ -33,7 +33,7 @@ __all__ = [
 MAX_LABELS = 255
 
 _BLOCK = 1 << 20
-_NIFTI_FLOATS = {16: np.dtype("f4"), 64: np.dtype("f8")}
+_NIFTI_FLOATS: dict[int, np.dtype] = {16: np.dtype("f4"), 64: np.dtype("f8")}
 
 
 def check_image_file(path: str | Path) -> None:
