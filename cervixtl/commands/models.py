@@ -122,8 +122,6 @@ def run_import(args: argparse.Namespace) -> int:
                 raise BadInput(f"{src}: no such file, folder, URL or catalogue model")
             if sha and p.is_file() and sha256_file(p) != sha.strip().lower():
                 raise ModelError(f"{p}: SHA-256 does not match --sha256; not imported")
-            if p.is_file() and not dl.is_package_archive(p):
-                dl.check_import_file(p)  # empty, text, or an archive without model.json: say what it is
             local = dl.extract_package(p, Path(work) / "x") if p.is_file() and dl.is_package_archive(p) else p
         if local.is_dir():
             if sha and not dl.is_url(src):
@@ -134,6 +132,7 @@ def run_import(args: argparse.Namespace) -> int:
             card = reg.add(local, activate=args.activate)
             print(f"imported {card.spec}")
             return 0
+        dl.check_import_file(local)  # empty, text, or an archive without model.json: say what it is
         card = _import_checkpoint(reg, local, args, Path(work))
         print(f"imported {card.spec} (source model from checkpoint)")
     return 0
