@@ -12,14 +12,15 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Mapping
-
-import torch
+from typing import TYPE_CHECKING, Mapping
 
 from ..atomic import atomic_dir
 from ..errors import BadInput, CervixTLError, ModelError
 from ..safepath import safe_join
 from .card import ModelCard
+
+if TYPE_CHECKING:  # torch is imported only where tensors are handled
+    import torch
 
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -35,6 +36,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def _plain_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    import torch
+
     out = {}
     for k, v in state_dict.items():
         if not isinstance(v, torch.Tensor):
@@ -152,6 +155,7 @@ def check_weights_fit(src_dir: str | os.PathLike, card: ModelCard | None = None)
         ModelError: not safetensors (a pickle, random bytes), missing / unexpected tensors, or shapes that
             differ, with the first few named.
     """
+    import torch
     from safetensors import safe_open
 
     from .networks import build_network

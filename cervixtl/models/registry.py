@@ -21,14 +21,15 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import sweep_stale, temp_prefix, write_json_atomic
 from ..errors import CervixTLError, ModelError
 from .card import ModelCard
 from .package import check_weights_fit, copy_package, load_package, verify_package
+
+if TYPE_CHECKING:  # torch is imported only when a model is loaded
+    import torch
 
 DEFAULT_MODEL = "cervixtl-demo"
 ACTIVE_FILE = "active.json"
