@@ -212,7 +212,7 @@ def written_together(*paths: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        for p, b in zip(ps, before):
+        for p, b in zip(ps, before, strict=True):
             if stamp(p) != b:
                 _remove_quietly(p)
         raise

@@ -141,3 +141,11 @@ def test_torch_errors_reach_the_user_without_terminal_codes(tmp_path, capsys, mo
     cap = capsys.readouterr()
     lines = error_lines(cap.err)
     assert len(lines) == 1 and "\x1b" not in cap.err and "unpickled!" not in cap.out
+
+
+@pytest.mark.parametrize("argv", [["models", "list"], ["models", "show", "cervixtl-demo"], ["cases", "list"]])
+def test_listing_commands_do_not_import_torch(argv, tmp_path):
+    rc, torch_loaded, err = _run_and_report_torch(argv + ["--models-dir" if argv[0] == "models" else "--cases-dir",
+                                                          str(tmp_path / "dir")])
+    assert rc == 0, err
+    assert not torch_loaded

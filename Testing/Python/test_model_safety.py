@@ -286,3 +286,13 @@ def test_two_concurrent_finetunes_with_one_name_get_two_versions(tmp_path):
     assert reg.versions("same") == ["1", "2"]
     assert reg.card("same@1").weights["sha256"] != reg.card("same@2").weights["sha256"]
     assert not [p for p in (tmp_path / "reg" / ".work").iterdir() if not p.name.endswith(".lock")]
+
+
+def test_catalogue_file_entries_stay_inside_resources(tmp_path):
+    from cervixtl.models import download as dl
+
+    cat = tmp_path / "Resources" / "Models.json"
+    cat.parent.mkdir()
+    cat.write_text(json.dumps({"models": [{"name": "x", "url": "file:../../etc"}]}))
+    with pytest.raises(ModelError, match="unsafe catalogue file"):
+        dl.resolve_catalogue_source(dl.read_catalogue(cat)[0], cat)

@@ -107,14 +107,13 @@ def import_model(source: str, *, sha256: str | None = None, name: str | None = N
                 raise BadInput(f"{src}: no such file, folder, URL or catalogue model")
             if sha and p.is_file() and sha256_file(p) != sha.strip().lower():
                 raise ModelError(f"{p}: SHA-256 does not match --sha256; not imported")
-            if p.is_file() and not dl.is_package_archive(p):
-                dl.check_import_file(p)  # empty, text, or an archive without model.json: say what it is
             local = dl.extract_package(p, Path(work) / "x") if p.is_file() and dl.is_package_archive(p) else p
         tensors = None
         if local.is_dir():
             _check_package_hash(local, src, sha if not dl.is_url(src) else None)
             card = reg.add(local, activate=activate)
         else:
+            dl.check_import_file(local)  # empty, text, or an archive without model.json: say what it is
             card, tensors = _import_checkpoint(reg, local, Path(work), name=name, version=version, arch=arch,
                                                activate=activate)
     return _import_report(card, "package" if tensors is None else "checkpoint", activate, tensors)

@@ -51,7 +51,8 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None, *, quiet:
             img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         raise BadInput(f"{p}: not a readable image ({first_line(exc)})") from None
-    if img.GetDimension() == 2 or (img.GetDimension() == 3 and img.GetSize()[2] == 1 and lower_name(p).endswith(".dcm")):
+    one_dicom_slice = img.GetDimension() == 3 and img.GetSize()[2] == 1 and lower_name(p).endswith(".dcm")
+    if img.GetDimension() == 2 or one_dicom_slice:
         # A single DICOM slice: read the whole series of its folder.
         if lower_name(p).endswith(".dcm") or is_dicom_file(p):
             return read_dicom_series(p.parent, series_uid, quiet=quiet)
@@ -61,7 +62,8 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None, *, quiet:
     if img.GetDimension() != 3:
         raise BadInput(f"{p}: a {img.GetDimension()}D image, expected a 3D volume")
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise BadInput(f"{p}: a multi-component ({img.GetNumberOfComponentsPerPixel()}) image, expected a scalar volume")
+        raise BadInput(f"{p}: a multi-component ({img.GetNumberOfComponentsPerPixel()}) image, expected a scalar "
+                       "volume")
     meta: dict[str, Any] = {"source_format": format_name(p)}
     try:
         out = Image.from_sitk(img, meta)

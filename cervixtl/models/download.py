@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from ..atomic import atomic_path
 from ..errors import BadInput, ModelError
-from ..safepath import safe_extract
+from ..safepath import safe_extract, safe_join
 
 CHUNK = 1 << 20
 
@@ -238,7 +238,10 @@ def resolve_catalogue_source(entry: dict[str, Any], catalogue: str | os.PathLike
     url = str(entry.get("url", ""))
     if url.startswith("file:") and not url.startswith("file://"):
         base = Path(catalogue).parent if catalogue else catalogue_path().parent
-        return str((base / url[len("file:"):]).resolve())
+        try:
+            return str(safe_join(base, url[len("file:"):], "catalogue file").resolve())
+        except BadInput as exc:
+            raise ModelError(f"model catalogue entry {entry.get('name')!r}: {exc}") from None
     return url
 
 

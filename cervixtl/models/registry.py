@@ -9,8 +9,9 @@ Layout of the registry folder (default ``$CERVIXTL_MODELS_DIR``, else ``$CERVIXT
 ``active.json`` is written atomically; ``history`` lists the versions activated, oldest first, for
 :meth:`Registry.rollback`. Every change (add, activate, rollback, remove) holds the registry's file lock
 ``<root>/.registry.lock``, so two processes never take the same new version; a package is checked before it
-is added (SHA-256, and weights that are safetensors with exactly the tensors of the card's network). When the registry holds no model of the requested name, the bundled demo model
-``Resources/Models/cervixtl-demo/`` is used.
+is added (SHA-256, and weights that are safetensors with exactly the tensors of the card's network). When the
+registry holds no model of the requested name, the bundled demo model ``Resources/Models/cervixtl-demo/`` is
+used.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def fill_polygons(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -> np.
         if p.ndim != 2 or p.shape[0] < 3:
             continue
         x0, y0 = p[:, 0], p[:, 1]
-        x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+        x1, y1 = np.concatenate([x0[1:], x0[:1]]), np.concatenate([y0[1:], y0[:1]])
         lo, hi = np.minimum(y0, y1), np.maximum(y0, y1)
         # Rows j whose centre line y = j crosses the edge, half-open [lo, hi) so vertices count once.
         j_first = np.maximum(np.ceil(lo), 0).astype(np.int64)
@@ -84,7 +84,7 @@ def drop_collinear(poly: np.ndarray, tol: float = 1e-9) -> np.ndarray:
     p = np.asarray(poly, dtype=float)
     if len(p) <= 3:
         return p
-    prev, nxt = np.roll(p, 1, axis=0), np.roll(p, -1, axis=0)
+    prev, nxt = _prev(p), _next(p)
     cross = (p[:, 0] - prev[:, 0]) * (nxt[:, 1] - p[:, 1]) - (p[:, 1] - prev[:, 1]) * (nxt[:, 0] - p[:, 0])
     keep = np.abs(cross) > tol
     if keep.sum() < 3:
@@ -121,7 +121,7 @@ def simplify(poly: np.ndarray, tol: float) -> np.ndarray:
         n = len(p)
         if n <= 4:
             break
-        prev, nxt = np.roll(p, 1, axis=0), np.roll(p, -1, axis=0)
+        prev, nxt = _prev(p), _next(p)
         chord = nxt - prev
         length = np.maximum(np.hypot(chord[:, 0], chord[:, 1]), 1e-12)
         dist = np.abs(chord[:, 0] * (p[:, 1] - prev[:, 1]) - chord[:, 1] * (p[:, 0] - prev[:, 0])) / length
