@@ -23,17 +23,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", default=None,
                    help="comma-separated label names of the new model (default: the source's); labels the "
                    "source has keep their trained output channels, new labels start from random")
-    p.add_argument("--freeze", default="none", help="none, encoder or all-but-last-N (default none)")
+    p.add_argument("--targets", default=None,
+                   help="comma-separated new target structures added as independent sigmoid channels beside "
+                   "the source's softmax organs (e.g. GTV,CTV,PTV on a TotalSegmentator source)")
+    p.add_argument("--freeze", default="none", help="none, encoder or all-but-last-N blocks in forward order "
+                   "(default none)")
+    p.add_argument("--head-warmup", type=float, default=None, help="share of the steps that train only the new "
+                   "output channels first (default 0.1 when fine-tuning, 0 from scratch)")
+    p.add_argument("--select", choices=("ema", "final"), default="ema",
+                   help="keep the state with the best smoothed validation Dice (ema) or the final state")
+    p.add_argument("--size", choices=("small", "large", "auto"), default="auto",
+                   help="from-scratch network: small (CPU, demo), large (GPU), auto (large with CUDA)")
     lim = p.add_mutually_exclusive_group()
     lim.add_argument("--epochs", type=int, default=None, help="number of epochs (default 20)")
-    lim.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes")
+    lim.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes; also sets the "
+                     "learning-rate schedule's length (steps estimated from the measured step time)")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="optimiser steps per epoch "
                    "(default max(8, 4 x training cases))")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--batch-size", type=int, default=2, help="patches per step (default 2)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-3 from scratch, 5e-4 fine-tuning)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of cases held out for validation")
-    p.add_argument("--patience", type=int, default=8, help="validations without improvement before early stop")
+    p.add_argument("--patience", type=int, default=0,
+                   help="validations without improvement before early stop (default 0: the whole schedule)")
     p.add_argument("--focal", action="store_true", help="Dice + focal loss instead of Dice + cross-entropy")
     p.add_argument("--batch-dice", action="store_true",
                    help="Dice over the whole batch per structure (helps small organs on real CT)")
@@ -54,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cases import load_cases
     from ..models.registry import Registry
     from ..progress import Progress, cancel_on_signals
-    from ..training import TrainConfig, card_summary, finetune, is_lead_process
+    from ..training import DEFAULT_LABELS, TrainConfig, card_summary, default_card, finetune, is_lead_process
 
     scratch = args.source.strip().lower() == "none"
     epochs = args.epochs if (args.epochs is not None or args.minutes is not None) else 20
@@ -63,16 +75,20 @@ def run(args: argparse.Namespace) -> int:
                       lr=args.lr if args.lr is not None else (2e-3 if scratch else 5e-4), freeze=args.freeze,
                       val_fraction=args.val_fraction, patience=args.patience, focal=args.focal,
                       batch_dice=args.batch_dice, augment=not args.no_augment, seed=args.seed, device=args.device,
-                      threads=args.threads)
+                      threads=args.threads, select=args.select,
+                      head_warmup_fraction=args.head_warmup if args.head_warmup is not None else (0.0 if scratch
+                                                                                              else 0.1))
     cfg.check()
     # Under torchrun (several processes, one per GPU) only rank 0 reports progress and the result.
     lead = is_lead_process()
     progress = Progress(args.progress if lead else "none")
     cases = load_cases(args.cases, args.cases_dir)
     labels = parse_name_list(args.labels)
+    base = default_card(args.name, labels or DEFAULT_LABELS, size=args.size) if scratch else None
     with cancel_on_signals(progress):
         card = finetune(None if scratch else args.source, [(c.id, c.ct, c.final) for c in cases], args.name,
-                        config=cfg, registry=Registry(args.models_dir), labels=labels,
+                        config=cfg, registry=Registry(args.models_dir), labels=labels, base_card=base,
+                        targets=parse_name_list(args.targets),
                         sites=[str(c.info.get("site") or "") for c in cases], activate=args.activate,
                         resume=args.resume, progress=progress)
     if not lead:
@@ -80,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(card_summary(card), indent=2))
     else:
-        print(f"registered {card.spec}: best validation Dice {card.training.get('val_mean_dice')} at step "
+        kind = card.training.get("val_kind", "validation")
+        print(f"registered {card.spec}: {kind} Dice {card.training.get('val_mean_dice')} at step "
               f"{card.training.get('best_step')} of {card.training.get('steps')} "
+              f"{'(no validation case: this is the Dice on the training cases) ' if kind != 'validation' else ''}"
               f"({'activated' if args.activate else 'not activated'})")
     return 0
