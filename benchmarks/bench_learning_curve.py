@@ -70,11 +70,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true", help="smoke run: 2 source cases, n=1, 1 draw, 2 held-out")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 source cases, n=1, 1 draw, 2 held-out, "
+                    "8 mm voxels, a few steps")
     args = ap.parse_args(argv)
     if args.quick:
         args.ns, args.draws, args.held_out, args.source_cases, args.monitor = "1", 1, 2, 2, 1
         args.source_steps, args.target_steps, args.steps_per_epoch, args.plateau_factor = 4, 2, 2, 2.0
+        args.spacing = 8.0
     args.n_list = [int(x) for x in args.ns.split(",") if x.strip()]
     args.arm_list = [a for a in args.arms.split(",") if a.strip()]
     bad = [a for a in args.arm_list if a not in ARMS] + [n for n in args.n_list if not 1 <= n <= len(FEW_SHOT)]
