@@ -1,6 +1,8 @@
 """Honest comparison of models on held-out cases (Model_S / Model_T / Model_ST design).
 
-Every model contours every case (:func:`cervixtl.inference.run_contour`); each structure of the case's final
+Every model contours every case through the production pipeline (:func:`cervixtl.inference.run_contour`,
+or :func:`cervixtl.inference.predict_labels` for models without targets; window overlap 0.5, Gaussian
+blending, the same post-processing as ``contour``); each structure of the case's final
 contours that every model outputs is scored with :func:`cervixtl.metrics.evaluate_segmentations` (Dice, HD95
 in mm, surface Dice at ``tolerance_mm``). The summary gives mean ± sd and median per model and structure and a
 paired two-sided Wilcoxon signed-rank test (:func:`cervixtl.stats.paired_wilcoxon`) per structure and metric
@@ -61,42 +63,38 @@ def model_outputs(card: Any) -> list[str]:
     return names
 
 
-def predict_structures(ct: Image, card: Any, net: Any, *, device: str = "auto", fast: bool = True) -> Segmentation:
-    """The model's own labels on the CT's exact grid, without the target pipeline (for models that do not
-    predict GTV/CTV, e.g. organ or PTV models of the real-CT benchmark): LPS, resample to the card spacing,
-    window, sliding window, threshold / argmax, back to the CT grid. No post-processing."""
-    import numpy as np
+#: Window overlap of evaluation: at 0.5 every window that holds one of a bilateral pair also sees the midline
+#: (with Gaussian blending), so the side of each organ is decided from context, as in production.
+EVAL_OVERLAP = 0.5
 
-    from .image import reorient, resample_to_spacing
-    from .inference import (mask_to_reference, normalise, predict_probabilities, probabilities_to_masks,
-                            resolve_device, window_settings)
 
-    dev = resolve_device(device)
-    lps = ct if ct.orientation_code() == "LPS" else reorient(ct, "LPS")
-    work = resample_to_spacing(lps, card.spacing_mm, default=-1024.0)
-    vol = normalise(work.array, card.window_hu)
-    ws = window_settings(card, vol.shape, fast=fast, device=dev, overlap=None)
-    probs, _ = predict_probabilities(net, vol, card.output, device=dev, **ws)
-    masks = probabilities_to_masks(probs, card)
-    grid = work.with_array(np.zeros(work.array.shape, dtype=np.uint8))
-    seg = Segmentation(ct.with_array(np.broadcast_to(np.uint8(0), ct.array.shape)))
-    for name, m in masks.items():
-        seg.set(name, mask_to_reference(grid.with_array(m), ct))
+def predict_structures(ct: Image, card: Any, net: Any, *, device: str = "auto", fast: bool = False,
+                       overlap: float | None = EVAL_OVERLAP) -> Segmentation:
+    """The model's own labels on the CT's exact grid, without the target chain (for models that do not
+    predict GTV/CTV, e.g. organ or PTV models of the real-CT benchmark), through the production pipeline
+    :func:`cervixtl.inference.predict_labels` (card preprocessing, Gaussian-blended windows with ``overlap``,
+    post-processing with side assignment)."""
+    from .inference import predict_labels
+
+    pred = predict_labels(ct, card, net, device=device, fast=fast, overlap=overlap)
+    seg = Segmentation(pred.grid)
+    for name, m in pred.masks.items():
+        seg.set(name, m)
     return seg
 
 
-def _predict(ct: Image, card: Any, net: Any, device: str, fast: bool) -> Segmentation:
+def _predict(ct: Image, card: Any, net: Any, device: str, fast: bool, overlap: float | None) -> Segmentation:
     from .inference import run_contour
 
     names = {n.lower() for n in card.label_names}
     if "gtv" in names and "ctv" in names:
-        return run_contour(ct, card, net, device=device, fast=fast).segmentation
-    return predict_structures(ct, card, net, device=device, fast=fast)
+        return run_contour(ct, card, net, device=device, fast=fast, overlap=overlap).segmentation
+    return predict_structures(ct, card, net, device=device, fast=fast, overlap=overlap)
 
 
 def compare_models(models: Sequence[str], cases: Sequence[tuple[str, Image, Segmentation]], *,
                    registry: Any = None, structures: Sequence[str] | None = None, device: str = "auto",
-                   fast: bool = True, tolerance_mm: float = 2.0,
+                   fast: bool = False, overlap: float | None = EVAL_OVERLAP, tolerance_mm: float = 2.0,
                    progress: Progress | None = None) -> dict[str, Any]:
     """Contour every case with every model and compare them.
 
@@ -106,7 +104,8 @@ def compare_models(models: Sequence[str], cases: Sequence[tuple[str, Image, Segm
         cases: (case id, CT in HU, final contours on the CT grid).
         registry: a :class:`~cervixtl.models.registry.Registry` (default one if None).
         structures: structure names to score (default: those in every case's truth and every model's output).
-        device / fast: inference settings (see :func:`cervixtl.inference.run_contour`).
+        device / fast / overlap: inference settings (see :func:`cervixtl.inference.run_contour`); the
+            default overlap 0.5 (Gaussian blending) holds even with ``fast``.
         tolerance_mm: surface Dice tolerance in mm.
 
     Returns:
@@ -141,7 +140,7 @@ def compare_models(models: Sequence[str], cases: Sequence[tuple[str, Image, Segm
         label = card.spec
         for cid, ct, truth in cases:
             progress("compare", k / total, f"{label} on {cid}")
-            pred = _predict(ct, card, net, device, fast)
+            pred = _predict(ct, card, net, device, fast, overlap)
             # a structure the case does not contour is not scored (not an empty reference)
             scored = [n for n in names if truth.find(n) is not None and pred.find(n) is not None]
             for m in (score_prediction(truth, pred, scored, tolerance_mm) if scored else []):

@@ -10,8 +10,10 @@ The two sites differ like two departments do:
 * **contouring protocol** -- site A: CTV = GTV + 5 mm, cervix and the lower half of the uterus, PTV = CTV + 7 mm;
   site B: CTV = GTV + 10 mm, cervix, the whole uterus and the upper 20 mm of the vagina, PTV = CTV + (R, L, A, P,
   S, I) = (7, 7, 10, 10, 8, 8) mm. Both CTVs exclude bladder and rectum and stay inside the body.
-* **scanner** -- site A: 3 mm slices, noise sd 10 HU, no offset; site B: 5 mm slices, noise sd 22 HU, +20 HU
-  calibration offset, slightly blurrier.
+* **scanner** -- site A: 3 mm slices, noise sd 10 HU, no offset; site B: 5 mm slices, noise sd 22 HU, a
+  calibration slope of 1.12 below 300 HU (soft-tissue contrast 12 % higher, air below -1024 clipped) then
+  +20 HU offset, slightly blurrier. Training augmentation has no additive HU shift and scales intensities
+  about the normalised mean, so this piecewise-linear site-B calibration is not one of its transforms.
 
 Returned image: int16 HU, ``array`` (z, y, x), identity direction (LPS).
 """
@@ -48,11 +50,13 @@ class SiteProtocol:
     whole_uterus: bool
     vagina_mm: float
     ptv_margin_mm: float | tuple[float, float, float, float, float, float]
+    soft_scale: float = 1.0
 
 
 SITES: dict[str, SiteProtocol] = {
     "A": SiteProtocol("A", (3.0, 3.0, 3.0), 10.0, 0.0, 0.0, 5.0, False, 0.0, 7.0),
-    "B": SiteProtocol("B", (3.0, 3.0, 5.0), 22.0, 20.0, 1.0, 10.0, True, 20.0, (7.0, 7.0, 10.0, 10.0, 8.0, 8.0)),
+    "B": SiteProtocol("B", (3.0, 3.0, 5.0), 22.0, 20.0, 1.0, 10.0, True, 20.0, (7.0, 7.0, 10.0, 10.0, 8.0, 8.0),
+                      1.12),
 }
 
 # HU of the tissues (site A calibration).
@@ -270,6 +274,8 @@ def make_phantom(seed: int, site: str = "A", spacing: Sequence[float] | None = N
     ptv = _ptv(grid, ctv, np.asarray(body), proto.ptv_margin_mm)
 
     # ---------------------------------------------------------------- scanner
+    if proto.soft_scale != 1.0:  # calibration slope below 300 HU (soft-tissue contrast), continuous above
+        ct = np.where(ct < 300.0, ct * proto.soft_scale, ct + 300.0 * (proto.soft_scale - 1.0)).astype(np.float32)
     ct += proto.hu_offset
     if proto.blur_mm > 0:
         ct = ndimage.gaussian_filter(ct, sigma=[proto.blur_mm / s for s in sp_zyx])

@@ -77,3 +77,36 @@ def describe(values: Sequence[float]) -> dict[str, Any]:
             "std": float(f.std(ddof=1)) if f.size > 1 else nan, "median": float(np.median(f)),
             "q1": float(np.percentile(f, 25)), "q3": float(np.percentile(f, 75)),
             "min": float(f.min()), "max": float(f.max())}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN stays NaN and is not counted
+    in the family size."""
+    p = np.asarray(list(p_values), dtype=float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = idx.size
+    running = 0.0
+    for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return [float(x) for x in out]
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of a (draws, patients) array, resampling draws and patients
+    independently with replacement (two-level bootstrap; NaN entries ignored in each mean)."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim == 1:
+        v = v[None]
+    if not np.isfinite(v).any():
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    d, p = v.shape
+    means = np.empty(n_boot)
+    for b in range(n_boot):
+        sub = v[rng.integers(d, size=d)][:, rng.integers(p, size=p)]
+        means[b] = np.nanmean(sub) if np.isfinite(sub).any() else np.nan
+    means = means[np.isfinite(means)]
+    a = (1 - level) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))

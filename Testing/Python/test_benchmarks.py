@@ -30,8 +30,24 @@ def test_synthetic_transfer_benchmark_quick(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     (run,) = summary["runs"]
     assert run["n"] == 2 and run["steps"] == {"T": 2, "ST": 2}
-    assert set(run["mean_dice"]) == {"cervixtl-demo@1", "bench-T2@1", "bench-ST2@1"}
+    assert set(run["mean_dice"]) == {"bench-S@1", "bench-T2@1", "bench-ST2@1"}
     assert (tmp_path / "n2" / "compare.csv").exists() and (tmp_path / "n2" / "compare.png").exists()
+
+
+@pytest.mark.slow
+def test_learning_curve_benchmark_quick(tmp_path):
+    """One command runs the whole learning-curve design (S, and T / ST / T_plateau / T_compute at n = 1)."""
+    data = need(DATA / "openkbp" / "labels.json").parent
+    r = _run("bench_learning_curve.py", "--data", str(data), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads((tmp_path / "learning_curve.json").read_text())
+    arms = {(x["arm"], x["n"]) for x in out["results"]["runs"]}
+    assert arms == {("T", 1), ("ST", 1), ("T_plateau", 1), ("T_compute", 1)}
+    steps = {x["arm"]: x["steps"] for x in out["results"]["runs"]}
+    assert steps == {"T": 2, "ST": 2, "T_plateau": 4, "T_compute": 6}
+    tests = out["summary"]["tests"]
+    assert {t["a"] for t in tests} == {"T", "T_plateau", "T_compute"} and all("p_holm" in t for t in tests)
+    assert {r["structure"] for r in out["summary"]["table"]} >= {"PTV70", "LeftParotid"}
 
 
 @pytest.mark.slow

@@ -268,3 +268,33 @@ def test_finetune_under_torchrun_two_processes(tmp_path, cases):
     card, net = reg.load("ddp-model")
     assert card.parent["name"] == "src"
     assert not (tmp_path / "models" / ".work" / "ddp-model").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_minutes_budget_stops_every_rank_at_the_same_step(tmp_path, cases):
+    """Under torchrun with a wall-clock budget, rank 0 decides when to stop and broadcasts it: both ranks
+    leave the loop at the same step (a rank that stopped alone would hang the other in a collective)."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
+    from cervixtl.cases import CaseLibrary
+    from cervixtl.models.networks import build_network
+    from cervixtl.models.package import save_package
+
+    lib = CaseLibrary(tmp_path / "cases")
+    for _, ct, seg in cases:
+        lib.add(ct, seg, site="B")
+    src = tiny_card("src")
+    save_package(tmp_path / "src-pkg", src, build_network(src).state_dict())
+    Registry(tmp_path / "models").add(tmp_path / "src-pkg")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "cervixtl", "finetune", "--source", "src", "--cases", "all", "--name", "ddp-min",
+           "--minutes", "0.3", "--steps-per-epoch", "3", "--batch-size", "1", "--no-augment",
+           "--device", "cpu", "--threads", "1", "--models-dir", str(tmp_path / "models"),
+           "--cases-dir", str(tmp_path / "cases"), "--progress", "json", "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["training"]["world_size"] == 2 and out["training"]["stop_reason"] in ("time budget", "schedule done")
+    assert out["training"]["total_steps"] and out["training"]["steps"] <= out["training"]["total_steps"]

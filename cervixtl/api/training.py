@@ -12,11 +12,14 @@ from . import report
 
 #: Learning rates by default: training from scratch, fine-tuning a source model.
 LR_SCRATCH, LR_FINETUNE = 2e-3, 5e-4
+#: Share of the steps that train only the new output channels first, when fine-tuning (0 from scratch).
+HEAD_WARMUP_FINETUNE = 0.1
 #: Epochs when neither ``epochs`` nor ``minutes`` is given.
 DEFAULT_EPOCHS = 20
 
 
 def finetune_cases(source: str | None, cases: str, name: str, *, labels: Sequence[str] | None = None,
+                   targets: Sequence[str] | None = None, size: str = "auto",
                    activate: bool = False, resume: bool = False, models_dir: str | os.PathLike | None = None,
                    cases_dir: str | os.PathLike | None = None, progress: Progress | None = None,
                    **settings: Any) -> dict[str, Any]:
@@ -26,9 +29,13 @@ def finetune_cases(source: str | None, cases: str, name: str, *, labels: Sequenc
         source: ``NAME[@VERSION]``, a package folder, or None / ``"none"`` (train from scratch).
         cases: case ids (comma-separated), ``"all"``, a case folder or a case-library folder.
         labels: label names of the new model (default: the source's).
+        targets: new target structures added as independent sigmoid channels beside the source's softmax
+            organs (e.g. GTV, CTV, PTV on a TotalSegmentator source).
+        size: from-scratch network: ``small`` (CPU, demo), ``large`` (GPU) or ``auto`` (large with CUDA).
         settings: :class:`cervixtl.training.TrainConfig` fields (epochs, minutes, steps_per_epoch, max_steps,
-            batch_size, lr, freeze, val_fraction, patience, focal, batch_dice, augment, seed, device, threads);
-            ``lr`` None: 2e-3 from scratch, 5e-4 fine-tuning; no epochs and no minutes: 20 epochs.
+            batch_size, lr, freeze, val_fraction, patience, focal, batch_dice, augment, seed, device, threads,
+            select, head_warmup_fraction); ``lr`` None: 2e-3 from scratch, 5e-4 fine-tuning; no epochs and no
+            minutes: 20 epochs; ``head_warmup_fraction`` None: 0.1 fine-tuning, 0 from scratch.
         activate: make the new version active; resume: continue a stopped run of the same ``name``.
 
     Returns:
@@ -41,18 +48,21 @@ def finetune_cases(source: str | None, cases: str, name: str, *, labels: Sequenc
     """
     from ..cases import load_cases
     from ..models.registry import Registry
-    from ..training import TrainConfig, card_summary, finetune, is_lead_process
+    from ..training import DEFAULT_LABELS, TrainConfig, card_summary, default_card, finetune, is_lead_process
 
     scratch = source is None or source.strip().lower() == "none"
     if settings.get("lr") is None:
         settings["lr"] = LR_SCRATCH if scratch else LR_FINETUNE
+    if settings.get("head_warmup_fraction") is None:
+        settings["head_warmup_fraction"] = 0.0 if scratch else HEAD_WARMUP_FINETUNE
     if settings.get("epochs") is None and settings.get("minutes") is None:
         settings["epochs"] = DEFAULT_EPOCHS
     cfg = TrainConfig(**settings)
     cfg.check()
     loaded = load_cases(cases, cases_dir)
+    base = default_card(name, list(labels or DEFAULT_LABELS), size=size) if scratch else None
     card = finetune(None if scratch else source, [(c.id, c.ct, c.final) for c in loaded], name, config=cfg,
-                    registry=Registry(models_dir), labels=labels,
+                    registry=Registry(models_dir), labels=labels, targets=targets, base_card=base,
                     sites=[str(c.info.get("site") or "") for c in loaded], activate=activate, resume=resume,
                     progress=progress)
     if not is_lead_process():

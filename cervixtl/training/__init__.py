@@ -21,8 +21,16 @@ from .augment import DEFAULT_AUGMENTATION, Augmenter, augment
 from .config import DEFAULT_LABELS, UNKNOWN, TrainConfig, TrainResult
 from .data import PreparedCase, foreground_masks, lr_swap_pairs, prepare_case, sample_batch, sample_patch
 from .distributed import is_lead_process
-from .finetune import (SIZES, card_summary, check_labels_contoured, default_card, derive_card, finetune,
-                       output_channel_map, with_sigmoid_targets)
+from .finetune import (
+                       SIZES,
+                       card_summary,
+                       check_labels_contoured,
+                       default_card,
+                       derive_card,
+                       finetune,
+                       output_channel_map,
+                       with_sigmoid_targets,
+)
 from .freezing import forward_order, freeze, freeze_norm_stats
 from .loop import CHECKPOINT_FILE, load_checkpoint, save_checkpoint, train
 from .loss import OutputGroups, SegLoss, make_loss, output_groups

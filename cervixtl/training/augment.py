@@ -47,9 +47,16 @@ class Augmenter:
         self.spatial, self.intensity = self._build(seed)
 
     def _build(self, seed: int) -> tuple[Any, Any]:
-        from monai.transforms import (Compose, RandAdjustContrastd, RandAffined, RandGaussianNoised,
-                                      RandGaussianSmoothd, RandScaleIntensityd, RandScaleIntensityFixedMeand,
-                                      RandSimulateLowResolutiond)
+        from monai.transforms import (
+            Compose,
+            RandAdjustContrastd,
+            RandAffined,
+            RandGaussianNoised,
+            RandGaussianSmoothd,
+            RandScaleIntensityd,
+            RandScaleIntensityFixedMeand,
+            RandSimulateLowResolutiond,
+        )
 
         s = self.settings
         rot, sc = s["rotate"], s["scale"]
@@ -97,7 +104,8 @@ class Augmenter:
 
 
 def augment(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, swap: Sequence[int],
-            *, max_rotation_deg: float | None = None, scale_range: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            *, max_rotation_deg: float | None = None,
+            scale_range: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One-off augmentation of a batch with a new :class:`Augmenter` seeded from ``rng``;
     ``max_rotation_deg`` / ``scale_range`` = 0 switch rotation / scaling off (for tests)."""
     settings: dict[str, Any] = {}

@@ -143,16 +143,16 @@ def with_sigmoid_targets(source: Any, name: str, version: str, organs: Sequence[
     return _fresh(d, name, version)
 
 
-def check_labels_contoured(labels: Sequence[str], cases: Sequence[tuple[str, Image, Segmentation]],
-                           inherited: Sequence[str] = ()) -> list[str]:
-    """Names of ``labels`` no case contours. Raises BadInput when no case contours any of them, or when a
-    label that is not ``inherited`` from the source (so would start from random) is contoured by none."""
+def check_labels_contoured(labels: Sequence[str], cases: Sequence[tuple[str, Image, Segmentation]]) -> list[str]:
+    """Names of ``labels`` that no training case contours (they are left out of every loss: a label inherited
+    from the source keeps its source weights, a new one stays untrained; the card lists them).
+
+    Raises:
+        BadInput: no training case contours any of the labels (nothing to learn).
+    """
     none = [n for n in labels if all(seg.find(n) is None for _, _, seg in cases)]
     if len(none) == len(labels):
         raise BadInput(f"no training case contours any of the labels {', '.join(labels)}: nothing to learn")
-    new = [n for n in none if n.lower() not in {i.lower() for i in inherited}]
-    if new:
-        raise BadInput(f"no training case contours {', '.join(new)}: the model would output noise for it")
     return none
 
 
@@ -173,7 +173,9 @@ def _source_model(source: Any, reg: Any, name: str, version: str, labels: Any, t
     from ..models.transfer import load_matching_weights
 
     src_card, src_net = reg.load(source)
-    if targets:
+    if targets and src_card.output == "sigmoid":  # every channel is independent already: append
+        card = derive_card(src_card, name, version, list(labels or src_card.label_names) + list(targets))
+    elif targets:
         card = with_sigmoid_targets(src_card, name, version, labels, targets)
     else:
         card = derive_card(src_card, name, version, labels)
@@ -202,7 +204,8 @@ def finetune(source: str | None, cases: Sequence[tuple[str, Image, Segmentation]
              config: TrainConfig | None = None, registry: Any = None, labels: Sequence[str] | None = None,
              targets: Sequence[str] | None = None, sites: Sequence[str] = (), activate: bool = False,
              resume: bool = False, checkpoint_dir: Any = None, progress: Progress | None = None,
-             base_card: Any = None, note: str = "", protocol: dict[str, Any] | None = None) -> Any:
+             base_card: Any = None, note: str = "", protocol: dict[str, Any] | None = None,
+             val_cases: Sequence[tuple[str, Image, Segmentation]] | None = None) -> Any:
     """Fine-tune ``source`` (registry spec, or None / ``"none"`` from scratch) on ``cases`` and register the
     result as a new version of ``name``.
 
@@ -218,6 +221,8 @@ def finetune(source: str | None, cases: Sequence[tuple[str, Image, Segmentation]
             continue a stopped run (default folder ``<registry>/.work/<name>``).
         base_card: card for ``source=None`` (default :func:`default_card`); note: appended to the derivation;
         protocol: the new model's protocol margins in mm (default: the source card's).
+        val_cases: explicit validation cases (not drawn from ``cases``; every case then trains), e.g. a
+            fixed monitoring set for learning curves.
 
     Returns:
         The new version's :class:`~cervixtl.models.card.ModelCard`.
@@ -240,10 +245,17 @@ def finetune(source: str | None, cases: Sequence[tuple[str, Image, Segmentation]
         torch.set_num_threads(int(config.threads))
     version = reg.next_version(name)
     torch.manual_seed(config.seed)
-    tr_ids, va_ids = split_cases([c[0] for c in cases], config.val_fraction, config.seed)
+    if val_cases is not None:  # an explicit monitoring set: every case trains
+        tr_ids, va_ids = [c[0] for c in cases], [c[0] for c in val_cases]
+        cases = list(cases) + [c for c in val_cases if c[0] not in set(tr_ids)]
+    else:
+        tr_ids, va_ids = split_cases([c[0] for c in cases], config.val_fraction, config.seed)
     card, net, report, parent, derivation = _build(source, reg, name, version, labels, targets, config,
                                                    base_card, [c for c in cases if c[0] in set(tr_ids)])
-    uncontoured = check_labels_contoured(card.label_names, cases, report.get("inherited", ()))
+    uncontoured = check_labels_contoured(card.label_names, [c for c in cases if c[0] in set(tr_ids)])
+    if uncontoured:
+        progress("prepare", 0.0, f"no training case contours {', '.join(uncontoured)}: left out of the loss",
+                 warning=f"uncontoured labels: {', '.join(uncontoured)}")
     frozen = freeze(net, config.freeze, card.patch_size)
     prepared = _prepare(cases, card, progress)
     work = _work_folder(reg, name, checkpoint_dir)

@@ -107,7 +107,8 @@ def explicit_total(config: TrainConfig, spe: int) -> int | None:
     return min(caps) if caps else None
 
 
-def make_optimizer(net: torch.nn.Module, config: TrainConfig, new_parameters: Sequence[str] | None) -> torch.optim.Optimizer:
+def make_optimizer(net: torch.nn.Module, config: TrainConfig,
+                   new_parameters: Sequence[str] | None) -> torch.optim.Optimizer:
     """AdamW with two parameter groups: ``head`` (freshly initialised tensors; all of them when
     ``new_parameters`` is None) and ``body`` (loaded from a source: learning rate x ``backbone_lr_scale``)."""
     new = set(new_parameters) if new_parameters is not None else None
@@ -176,7 +177,8 @@ def validation_step(run: Run) -> dict[str, Any]:
     per = {k: (round(x, 4) if np.isfinite(x) else None) for k, x in v["per_label"].items()}
     ep_losses = [lv for s, lv in run.loss_curve[-run.spe:]]
     rec = {"epoch": run.epoch, "step": run.step, "mean_dice": _r(v["mean_dice"]), "ema": _r(run.selector.ema),
-           "per_label": per, "train_loss": round(float(np.mean(ep_losses)), 5) if ep_losses else None}
+           "per_label": per, "train_loss": round(float(np.mean(ep_losses)), 5) if ep_losses else None,
+           "seconds": round(run.elapsed(), 1), "lr": float(f"{run.opt.param_groups[0]['lr']:.3g}")}
     run.validations.append(rec)
     if chosen:
         run.best_state = {k: t_.detach().cpu().clone() for k, t_ in run.net.state_dict().items()}
@@ -195,8 +197,8 @@ def _r(x: float | None) -> float | None:
 
 
 def on_epoch_end(run: Run) -> bool:
-    """Rank 0 after each epoch (``run.epoch`` already counts it): validate, re-estimate the schedule length of a ``minutes`` budget, save the
-    checkpoint; returns True when training should stop (patience)."""
+    """Rank 0 after each epoch (``run.epoch`` already counts it): validate, re-estimate the schedule length
+    of a ``minutes`` budget, save the checkpoint; returns True when training should stop (patience)."""
     validation_step(run)
     estimate_total_steps(run)
     if run.ckpt is not None:
@@ -315,6 +317,10 @@ def setup_run(net: torch.nn.Module, card: Any, train_cases: Sequence[PreparedCas
               np.random.default_rng(config.seed + 1000 * rank), progress, rank, world, spe,
               explicit_total(config, spe))
     run.selector = EmaSelector(config.select if len(val_cases) >= 2 else "final")
+    if config.select == "ema" and len(val_cases) < 2:
+        msg = (f"{len(val_cases)} validation case(s) cannot select a checkpoint: keeping the final state"
+               + ("; the Dice shown is on the training cases" if not val_cases else ""))
+        progress("train", 0.0, msg, warning=msg)
     run.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
     return run
 
