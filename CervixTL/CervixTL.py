@@ -558,13 +558,12 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if self._preview is not None:
             self.onApplyMargins()
-        slicer.util.selectModule("SegmentEditor")
-        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
-        editor.setSegmentationNode(p.outputSegmentation)
-        if hasattr(editor, "setSourceVolumeNode"):
+        with slicer.util.tryWithErrorDisplay(_("Cannot open the Segment Editor."), waitCursor=True):
+            nodes.check_same_ct(p.outputSegmentation, p.inputVolume, "edit")
+            slicer.util.selectModule("SegmentEditor")
+            editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+            editor.setSegmentationNode(p.outputSegmentation)
             editor.setSourceVolumeNode(p.inputVolume)
-        else:  # Slicer < 5.4
-            editor.setMasterVolumeNode(p.inputVolume)
 
     def onExportButton(self) -> None:
         p = self._parameterNode
