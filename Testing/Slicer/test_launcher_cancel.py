@@ -159,7 +159,7 @@ def test_cancelled_contour_under_the_launcher_writes_no_output(launcher, tmp_pat
     job.cancel()
     t0 = time.monotonic()
     assert job.process.wait(60) is not None
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 30  # (the engine stops at its next check; the grace period is 15 s)
     assert all(_gone(p) for p in kids), "the engine under the launcher still runs after Cancel"
     assert not job.out_path.exists(), "a cancelled contour wrote its output"
     with pytest.raises(runner.EngineError, match="cancelled"):
