@@ -184,7 +184,7 @@ def main() -> int:
     print(f"\ntargets: isotropic {iso:.3f} s < 0.3 s: {'PASS' if ok_iso else 'FAIL'}; "
           f"directional {dirn:.3f} s < 1 s: {'PASS' if ok_dir else 'FAIL'}")
     if args.json:
-        from cervixtl.fileio import write_json_atomic
+        from cervixtl.atomic import write_json_atomic
 
         write_json_atomic(args.json, rows)
     return 0 if ok_iso and ok_dir else 1

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from cervixtl.compare import compare_models, format_table, write_outputs
-    from cervixtl.fileio import write_json_atomic
+    from cervixtl.atomic import write_json_atomic
     from cervixtl.metrics import json_safe
     from cervixtl.models.registry import Registry
 

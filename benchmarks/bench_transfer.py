@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{run['steps_to_best']['ST']} (ratio ST/T {ratio:.2f}); CTV cases where ST < T: "
                   f"{', '.join(losing) or 'none'}\n", flush=True)
     summary["seconds"] = round(time.time() - t_start)
-    from cervixtl.fileio import write_json_atomic
+    from cervixtl.atomic import write_json_atomic
     from cervixtl.metrics import json_safe
 
     write_json_atomic(out / "summary.json", json_safe(summary))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .api.cases import add_case, list_cases, show_case
+    from .api.cases import add_case, check_cases, list_cases, show_case
     from .api.contour import contour_file
     from .api.dicom import rtstruct_export, rtstruct_import, rtstruct_list, seg_export, seg_import
     from .api.info import image_info
@@ -37,13 +37,19 @@ _LAZY = {
     "contour_file": ".api.contour", "margins_file": ".api.masks", "image_info": ".api.info",
     "evaluate_files": ".metrics", "list_models": ".api.models", "show_model": ".api.models",
     "import_model": ".api.models", "add_case": ".api.cases", "list_cases": ".api.cases", "show_case": ".api.cases",
+    "check_cases": ".api.cases",
     "finetune_cases": ".api.training", "compare_cases": ".api.training", "rtstruct_import": ".api.dicom",
     "rtstruct_export": ".api.dicom", "rtstruct_list": ".api.dicom", "seg_export": ".api.dicom",
     "seg_import": ".api.dicom", "run_demo": ".demo", "CervixTLError": ".errors", "BadInput": ".errors",
     "GeometryMismatch": ".errors", "ModelError": ".errors", "Cancelled": ".errors",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "__version__", "contour_file", "margins_file", "image_info", "evaluate_files", "list_models", "show_model",
+    "import_model", "add_case", "list_cases", "show_case", "check_cases", "finetune_cases", "compare_cases",
+    "rtstruct_import", "rtstruct_export", "rtstruct_list", "seg_export", "seg_import", "run_demo",
+    "CervixTLError", "BadInput", "GeometryMismatch", "ModelError", "Cancelled",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,8 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInput, CervixTLError
-from .fileio import atomic_dir
+from .atomic import atomic_dir, sweep_stale, temp_prefix, write_json_atomic
 from .image import Image
-from .metrics import dice
 from .segmentation import Segment, Segmentation
 
 CASE_FORMAT = "cervixtl-case/1"
@@ -83,6 +83,8 @@ def _clean_segmentation(seg: Segmentation, ct: Image, what: str) -> tuple[Segmen
 
 def proposal_dice(proposal: Segmentation, final: Segmentation) -> dict[str, float]:
     """Dice between proposal and final contour of every structure present in both (matched by name)."""
+    from .metrics import dice  # scipy: only when a case is added, not to list the library
+
     out: dict[str, float] = {}
     for s in final.segments:
         p = proposal.find(s.name)
@@ -99,12 +101,19 @@ class CaseLibrary:
 
     # ------------------------------------------------------------------ queries
     def ids(self) -> list[str]:
-        """Case ids in the library, sorted by the date added then id."""
+        """Case ids in the library, sorted by the date added then id. A case whose ``case.json`` cannot be
+        read is left out with a warning naming it (``cervixtl cases check --repair`` rebuilds it)."""
         if not self.root.is_dir():
             return []
-        ids = [p.name for p in self.root.iterdir() if p.is_dir() and _ID_RE.match(p.name)
-               and (p / INFO_FILE).exists()]
-        return sorted(ids, key=lambda i: (self.info(i).get("added", ""), i))
+        infos = {}
+        for p in self.root.iterdir():
+            if p.is_dir() and _ID_RE.match(p.name) and (p / INFO_FILE).exists():
+                try:
+                    infos[p.name] = self.info(p.name)
+                except CervixTLError as exc:
+                    warnings.warn(f"case {p.name} skipped: {exc} (run 'cervixtl cases check --repair')",
+                                  UserWarning, stacklevel=2)
+        return sorted(infos, key=lambda i: (str(infos[i].get("added", "")), i))
 
     def path(self, case_id: str) -> Path:
         """Folder of case ``case_id``.
@@ -124,9 +133,12 @@ class CaseLibrary:
         """The ``case.json`` of a case."""
         p = self.root / case_id / INFO_FILE
         try:
-            return json.loads(p.read_text(encoding="utf-8"))
+            data = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise CervixTLError(f"{p}: unreadable case record ({exc})") from None
+        if not isinstance(data, dict) or data.get("id") != case_id:
+            raise CervixTLError(f"{p}: not a case record of {case_id}")
+        return data
 
     def list(self) -> list[dict[str, Any]]:
         """One ``case.json`` dict per case."""
@@ -176,14 +188,10 @@ class CaseLibrary:
         final_c, dropped = _clean_segmentation(final, ct, "final contours")
         prop_c = _clean_segmentation(proposal, ct, "proposal contours")[0] if proposal is not None else None
         self.root.mkdir(parents=True, exist_ok=True)
+        sweep_stale(self.root)  # what a 'cases add' killed outright left behind
         cid = self._new_id()
-        info = {
-            "format": CASE_FORMAT, "id": cid, "added": _dt.date.today().isoformat(), "site": site,
-            "structures": final_c.names, "empty_structures_dropped": dropped,
-            "size": list(ct.size), "spacing_mm": [round(s, 4) for s in ct.spacing],
-            "has_proposal": prop_c is not None,
-            "proposal_vs_final_dice": proposal_dice(prop_c, final_c) if prop_c is not None else {},
-        }
+        info = case_record(cid, ct, final_c, prop_c, site, _dt.date.today().isoformat())
+        info["empty_structures_dropped"] = dropped
         from .io import write_image, write_segmentation
 
         with atomic_dir(self.root / cid) as tmp:
@@ -212,7 +220,7 @@ class CaseLibrary:
     def remove(self, case_id: str) -> None:
         """Delete a case (moved aside first, so no half-deleted case remains visible)."""
         p = self.path(case_id)
-        trash = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".removed", dir=self.root))
+        trash = Path(tempfile.mkdtemp(prefix=temp_prefix(p.name), suffix=".removed", dir=self.root))
         os.replace(p, trash / p.name)
         shutil.rmtree(trash, ignore_errors=True)
 
@@ -221,6 +229,19 @@ class CaseLibrary:
             cid = "case-" + secrets.token_hex(4)
             if not (self.root / cid).exists():
                 return cid
+
+
+def case_record(cid: str, ct: Image, final: Segmentation, proposal: Segmentation | None, site: str | None,
+                added: str) -> dict[str, Any]:
+    """The ``case.json`` dict of a case (no patient data: id, date added, site, structure names, grid size
+    and spacing (mm, (x, y, z)), proposal-vs-final Dice)."""
+    return {
+        "format": CASE_FORMAT, "id": cid, "added": added, "site": site,
+        "structures": final.names, "empty_structures_dropped": [],
+        "size": list(ct.size), "spacing_mm": [round(s, 4) for s in ct.spacing],
+        "has_proposal": proposal is not None,
+        "proposal_vs_final_dice": proposal_dice(proposal, final) if proposal is not None else {},
+    }
 
 
 def _check_grid(ct: Image, seg: Segmentation, path: str | os.PathLike) -> None:

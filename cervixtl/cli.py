@@ -12,7 +12,7 @@ import importlib
 import os
 import pkgutil
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__
 from .errors import Cancelled, CervixTLError
@@ -54,6 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import warnings
+
+    from .progress import signals_raise_cancelled
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ARG001
+        # Ours (raised from cervixtl code) as one line; libraries' deprecation chatter is not for users.
+        if "cervixtl" in str(filename) and not issubclass(category, (DeprecationWarning, FutureWarning)):
+            print(f"cervixtl: warning: {_one_line(message)}", file=sys.stderr)
+
     mode = getattr(args, "progress", "none") or "none"
     begin()
 
@@ -63,11 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return rc
 
     try:
-        rc = int(args.func(args) or 0)
+        with signals_raise_cancelled(), warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            rc = int(args.func(args) or 0)
     except Cancelled as exc:
-        return fail(exc.kind, str(exc), 130, f"cervixtl: cancelled: {exc}")
+        return fail(exc.kind, _one_line(exc), 130, f"cervixtl: cancelled: {_one_line(exc)}")
     except CervixTLError as exc:
-        return fail(exc.kind, str(exc), 2, f"cervixtl: error: {exc}")
+        return fail(exc.kind, _one_line(exc), 2, f"cervixtl: error: {_one_line(exc)}")
     except KeyboardInterrupt:
         return fail("cancelled", "cancelled", 130, "cervixtl: cancelled")
     except MemoryError:
@@ -75,11 +86,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last resort: one line, unless debugging
         if os.environ.get("CERVIXTL_DEBUG"):
             raise
-        msg = f"{type(exc).__name__}: {exc}"
+        msg = f"{type(exc).__name__}: {_one_line(exc)}"
         return fail("internal", msg, 1, f"cervixtl: internal error: {msg} (set CERVIXTL_DEBUG=1 for details)")
     if rc == 0:
         finish(mode)
     return rc
+
+
+def _strip_ansi(text: str) -> str:
+    """``text`` without terminal colour / cursor codes (torch puts them in some error messages)."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", text)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error message on one line, without ANSI codes (an error line is one line, whatever a library
+    put in it)."""
+    return " ".join(_strip_ansi(str(exc)).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import BadInput
-from .fileio import atomic_path, write_json_atomic, write_text_atomic
+from .atomic import atomic_path, write_json_atomic, write_text_atomic
 from .image import Image
 from .progress import NULL_PROGRESS, Progress
 from .segmentation import Segmentation

@@ -15,10 +15,15 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .progress import NULL_PROGRESS, Progress
 from .structures import TARGETS
+
+if TYPE_CHECKING:
+    from .image import Image
+    from .models.registry import Registry
+    from .segmentation import Segmentation
 
 DEMO_SEED = 20260501
 NOTICE = "Synthetic phantom and phantom-trained demo model: a workflow demonstration, not for clinical use."
@@ -30,7 +35,7 @@ FILES = {"ct": "ct.nii.gz", "segmentation": "contours.seg.nrrd", "truth": "truth
 
 
 def run_demo(out_dir: str | os.PathLike = "cervixtl-demo", *, seed: int = DEMO_SEED, site: str = "A",
-             model: str | None = None, registry: Any = None, models_dir: str | os.PathLike | None = None,
+             model: str | None = None, registry: Registry | None = None, models_dir: str | os.PathLike | None = None,
              device: str = "cpu", fast: bool = True, threads: int | None = None,
              progress: Progress | None = None) -> dict[str, Any]:
     """Run the demo and return its report (also written as ``report.json``).
@@ -51,7 +56,7 @@ def run_demo(out_dir: str | os.PathLike = "cervixtl-demo", *, seed: int = DEMO_S
     """
     from .api import report
     from .api.contour import set_threads
-    from .fileio import check_writable_dir, write_json_atomic
+    from .atomic import check_writable_dir, write_json_atomic
     from .inference import run_contour
     from .metrics import evaluate_segmentations
     from .models.registry import Registry
@@ -59,7 +64,7 @@ def run_demo(out_dir: str | os.PathLike = "cervixtl-demo", *, seed: int = DEMO_S
 
     progress = progress or NULL_PROGRESS
     set_threads(threads)
-    out = check_writable_dir(Path(out_dir) / FILES["report"]).parent
+    files = {k: check_writable_dir(Path(out_dir) / v) for k, v in FILES.items()}
     t0 = time.perf_counter()
     progress("phantom", 0.0, f"making phantom (seed {seed}, site {site})")
     ct, truth = make_phantom(seed, site)
@@ -71,9 +76,8 @@ def run_demo(out_dir: str | os.PathLike = "cervixtl-demo", *, seed: int = DEMO_S
     t_net = time.perf_counter() - t1
     metrics = evaluate_segmentations(truth, res.segmentation,
                                      [s.name for s in truth.segments if res.segmentation.find(s.name) is not None])
-    files = {k: out / v for k, v in FILES.items()}
     mean_t = [m["dice"] for m in metrics if m["name"] in TARGETS]
-    progress("write", 0.0, f"writing {out}")
+    progress("write", 0.0, f"writing {Path(out_dir)}")
     _write_files(files, ct, res.segmentation, truth,
                  title=f"CervixTL demo: {card.spec} on phantom seed {seed} (site {site}); "
                        f"Dice GTV/CTV/PTV " + "/".join(f"{d:.2f}" for d in mean_t))
@@ -92,7 +96,8 @@ def run_demo(out_dir: str | os.PathLike = "cervixtl-demo", *, seed: int = DEMO_S
     return rep
 
 
-def _write_files(files: dict[str, Path], ct: Any, prediction: Any, truth: Any, title: str) -> None:
+def _write_files(files: dict[str, Path], ct: Image, prediction: Segmentation, truth: Segmentation,
+                 title: str) -> None:
     """The CT, the predicted and true segmentations and the overview PNG (each written atomically)."""
     from .io import write_image, write_segmentation
     from .overview import write_overview

@@ -33,8 +33,9 @@ and return boolean masks on the input grid. Margins are limited to 0..50 mm.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from numbers import Real
-from typing import Sequence
+from typing import cast
 
 import numpy as np
 from scipy import ndimage
@@ -69,7 +70,7 @@ def normalize_margin(margin_mm: float | Sequence[float], what: str = "margin") -
         values = [float(margin_mm)] * 6
     else:
         try:
-            values = [float(v) for v in margin_mm]  # type: ignore[union-attr]
+            values = [float(v) for v in cast("Iterable[float]", margin_mm)]
         except (TypeError, ValueError):
             raise BadInput(f"{what} must be a number of mm or six numbers R,L,A,P,S,I, got {margin_mm!r}") from None
         if len(values) == 1:
@@ -265,6 +266,12 @@ def _check_same(ref: Image, other: Image | None, what: str) -> np.ndarray | None
     return _as_mask(other, what)
 
 
+def _as_mask_on(ref: Image, other: Image, what: str) -> np.ndarray:
+    """``other`` as a boolean mask, checked to be on ``ref``'s grid (GeometryMismatch otherwise)."""
+    ref.require_same_geometry(other, what, against="the first mask's grid")
+    return _as_mask(other, what)
+
+
 def ctv_from_gtv(gtv: Image, margin_mm: float | Sequence[float] | None, *, anatomical_ctv: Image | None = None,
                  body: Image | None = None, bone: Image | None = None) -> Image:
     """CTV = GTV grown by ``margin_mm``, united with an anatomical CTV, kept inside the body and out of bone.
@@ -324,8 +331,7 @@ def subtract(a: Image, *others: Image) -> Image:
     """
     out = _as_mask(a).copy()
     for i, o in enumerate(others):
-        om = _check_same(a, o, f"mask {i + 2}")
-        out &= ~om  # type: ignore[operator]
+        out &= ~_as_mask_on(a, o, f"mask {i + 2}")
     return a.with_array(out)
 
 
@@ -333,5 +339,5 @@ def union(a: Image, *others: Image) -> Image:
     """Union of masks on ``a``'s grid (GeometryMismatch if one is on another grid)."""
     out = _as_mask(a).copy()
     for i, o in enumerate(others):
-        out |= _check_same(a, o, f"mask {i + 2}")  # type: ignore[operator]
+        out |= _as_mask_on(a, o, f"mask {i + 2}")
     return a.with_array(out)

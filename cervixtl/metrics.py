@@ -32,14 +32,16 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from .errors import BadInput
 from .image import Image
+from .reports import json_safe as json_safe  # re-exported: callers import it from here
 from .segmentation import Segmentation
 
 METRIC_KEYS = ("dice", "hd95_mm", "hd_mm", "msd_mm", "surface_dice", "volume_ref_ml", "volume_pred_ml",
@@ -121,15 +123,16 @@ def evaluate_masks(reference: Image, prediction: Image, tolerance_mm: float = 2.
         return _ordered(out)
     box = _crop_box(a, b)
     a, b = a[box], b[box]
-    d_ab, d_ba = surface_distances(a, b, tuple(reference.spacing[::-1]))  # type: ignore[arg-type]
-    both = np.concatenate([d_ab, d_ba])
+    sx, sy, sz = reference.spacing
+    d_ab, d_ba = surface_distances(a, b, (sz, sy, sx))
+    all_d = np.concatenate([d_ab, d_ba])
     tol = float(tolerance_mm) + 1e-9
     out.update(
         dice=dice(a, b),
         hd95_mm=float(max(np.percentile(d_ab, 95), np.percentile(d_ba, 95))),
         hd_mm=float(max(d_ab.max(), d_ba.max())),
-        msd_mm=float(both.mean()),
-        surface_dice=float((np.count_nonzero(d_ab <= tol) + np.count_nonzero(d_ba <= tol)) / both.size),
+        msd_mm=float(all_d.mean()),
+        surface_dice=float((np.count_nonzero(d_ab <= tol) + np.count_nonzero(d_ba <= tol)) / all_d.size),
         empty=None,
     )
     return _ordered(out)
@@ -174,23 +177,10 @@ def evaluate_segmentations(reference: Segmentation, prediction: Segmentation, na
         pa = ps.mask if ps is not None else empty
         m = evaluate_masks(reference.grid.with_array(np.asarray(ra, bool)),
                            reference.grid.with_array(np.asarray(pa, bool)), tolerance_mm)
-        rows.append({"name": rs.name if rs is not None else ps.name, **m})  # type: ignore[union-attr]
+        found = rs if rs is not None else ps
+        assert found is not None  # checked above: the name is in one of them
+        rows.append({"name": found.name, **m})
     return rows
-
-
-def json_safe(value: Any) -> Any:
-    """Replace NaN / infinity by None (JSON null) in nested dicts / lists and paths by text, for strict JSON."""
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return json_safe(value.item())
-    return value
 
 
 # ---------------------------------------------------------------------------- files
@@ -202,25 +192,14 @@ DEFINITIONS = {
     "surface_dice": "fraction of surface voxels of both masks within the tolerance of the other's surface",
     "empty": "dice 0 (1 if both empty); distances null (undefined)",
 }
-#: More distinct non-zero values than this and a file is taken for an intensity image, not a label map.
-MAX_LABELS = 1000
-
-
 def _label_map(path: str | os.PathLike) -> tuple[Image, np.ndarray, dict[int, str]]:
     """(grid image, integer array (z, y, x), label -> name from the sidecar) of a multi-label map."""
-    from .io import read_image, read_label_sidecar
+    from .io import check_label_values, read_image, read_label_sidecar
 
     img = read_image(path)
     arr = np.asarray(img.array)
-    if arr.dtype.kind == "f":
-        if not np.all(np.mod(arr, 1) == 0):
-            raise BadInput(f"{path}: non-integer voxel values, not a label map (an intensity image?)")
-        arr = arr.astype(np.int64)
-    elif arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    n = int(np.count_nonzero(np.unique(arr)))
-    if n > MAX_LABELS:
-        raise BadInput(f"{path}: {n} distinct values, not a label map (an intensity image?)")
+    check_label_values(arr, str(path))  # integer, non-negative, a sane number of labels
+    arr = arr.astype(np.uint8) if arr.dtype == bool else arr.astype(np.int64, copy=False)
     names = dict(read_label_sidecar(Path(path)).get("names", {}))
     return img, arr, names
 
@@ -288,10 +267,10 @@ def evaluate_files(reference: str | os.PathLike, prediction: str | os.PathLike,
     Raises:
         BadInput: unreadable file, unknown label, bad tolerance. GeometryMismatch: different grids.
     """
-    from .api import report
     from .api.masks import check_output_writable
-    from .fileio import write_json_atomic
+    from .atomic import write_json_atomic
     from .io import is_seg_nrrd
+    from .reports import report
 
     tol = float(tolerance_mm)
     if not math.isfinite(tol) or tol <= 0:

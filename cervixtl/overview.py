@@ -11,12 +11,13 @@ solid, reference (truth) structures dashed.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from .fileio import atomic_path
+from .atomic import atomic_path
 from .image import Image, reorient
 from .segmentation import Segmentation
 from .structures import TARGETS
@@ -42,8 +43,9 @@ def focus_point(masks: dict[str, tuple[np.ndarray, tuple]], shape: Sequence[int]
     for name in focus:
         m = lower.get(name.lower())
         if m is not None and m[0].any():
-            return tuple(int(round(c)) for c in np.argwhere(m[0]).mean(axis=0))  # type: ignore[return-value]
-    return tuple(s // 2 for s in shape)  # type: ignore[return-value]
+            cz, cy, cx = np.argwhere(m[0]).mean(axis=0)
+            return int(round(cz)), int(round(cy)), int(round(cx))
+    return int(shape[0]) // 2, int(shape[1]) // 2, int(shape[2]) // 2
 
 
 #: Patient directions at the (left, right, top, bottom) edges of each view (radiological convention).
@@ -97,10 +99,10 @@ def _legend_handles(names: Sequence[str], pred: Masks, ref: Masks) -> list[Any]:
 
     handles = []
     for name in names:
-        for source, style, tag in ((pred, "-", ""), (ref, "--", " (truth)")):
+        for source, tag in ((pred, ""), (ref, " (truth)")):
             hit = next((c for k, (_, c) in source.items() if k.lower() == name.lower()), None)
             if hit is not None:
-                handles.append(Line2D([0], [0], color=hit, linestyle=style, label=name + tag))
+                handles.append(Line2D([0], [0], color=hit, linestyle="dashed" if tag else "solid", label=name + tag))
     return handles
 
 

@@ -19,7 +19,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator, TextIO
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
 from .errors import Cancelled
 
@@ -115,7 +116,7 @@ def cancel_on_signals(progress: Progress) -> Iterator[Progress]:
         return
     old = {}
 
-    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
+    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001 - the signal-handler signature
         progress.cancel()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -123,6 +124,31 @@ def cancel_on_signals(progress: Progress) -> Iterator[Progress]:
         signal.signal(sig, handler)
     try:
         yield progress
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+@contextlib.contextmanager
+def signals_raise_cancelled() -> Iterator[None]:
+    """While active, SIGTERM (and SIGINT) raise :class:`Cancelled` in the main thread, so that every ``with``
+    block on the way out (temporary folders, atomic writes) cleans up before the process exits with 130;
+    a second signal during that clean-up is ignored. Inside, :func:`cancel_on_signals` may take over for
+    loops that poll. Does nothing outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
+        for sig in old:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Cancelled(f"stopped by {signal.Signals(signum).name}; temporary files removed, nothing written")
+
+    for sig in old:
+        signal.signal(sig, handler)
+    try:
+        yield
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)

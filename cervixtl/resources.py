@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def schema_path(fmt: str) -> Path:
     return resource("schemas", f"{name}.schema.json")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(fmt: str) -> dict[str, Any]:
     """The parsed JSON Schema of :func:`schema_path` (validate with the ``jsonschema`` package)."""
     return json.loads(schema_path(fmt).read_text(encoding="utf-8"))

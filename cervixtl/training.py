@@ -391,7 +391,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a training checkpoint atomically (tensors, numbers, strings and lists only)."""
-    from .fileio import atomic_path
+    from .atomic import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save(state, str(tmp))
@@ -698,7 +698,7 @@ def finetune(source: str | None, cases: Sequence[tuple[str, Image, Segmentation]
         progress.check_cancelled()
         prepared[cid] = prepare_case(ct, seg, card, cid)
         progress("prepare", (i + 1) / len(cases), f"case {i + 1}/{len(cases)} ready")
-    work = Path(checkpoint_dir) if checkpoint_dir else reg.root / ".work" / name
+    work = Path(checkpoint_dir) if checkpoint_dir else reg.work_dir(name)  # a concurrent run gets its own
     work.mkdir(parents=True, exist_ok=True)
     if not resume and (work / CHECKPOINT_FILE).exists():
         (work / CHECKPOINT_FILE).unlink(missing_ok=True)
@@ -732,7 +732,7 @@ def finetune(source: str | None, cases: Sequence[tuple[str, Image, Segmentation]
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-{version}.", dir=reg.root))
     try:
         pkg = save_package(tmp / "pkg", card, res.state_dict)
-        new = reg.add(pkg, activate=activate)
+        new = reg.add(pkg, activate=activate, new_version=True)  # version allocated under the registry lock
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)

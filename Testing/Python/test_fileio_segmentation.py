@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cervixtl.errors import BadInput, GeometryMismatch
-from cervixtl.fileio import atomic_path, write_json_atomic
+from cervixtl.atomic import atomic_path, write_json_atomic
 from cervixtl.image import Image
 from cervixtl.io import read_segmentation, write_segmentation
 from cervixtl.segmentation import Segmentation

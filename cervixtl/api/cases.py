@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import report
+
+if TYPE_CHECKING:
+    from ..cases import CaseLibrary
 
 #: Keys of every case row (older ``case.json`` files lacking one get its default).
 CASE_DEFAULTS: dict[str, Any] = {"id": "", "added": "", "site": None, "structures": [], "has_proposal": False,
@@ -13,7 +16,7 @@ CASE_DEFAULTS: dict[str, Any] = {"id": "", "added": "", "site": None, "structure
                                  "empty_structures_dropped": []}
 
 
-def _library(cases_dir: str | os.PathLike | None):  # noqa: ANN202 - CaseLibrary
+def _library(cases_dir: str | os.PathLike | None) -> CaseLibrary:
     from ..cases import CaseLibrary
 
     return CaseLibrary(cases_dir)
@@ -64,3 +67,16 @@ def add_case(ct: str | os.PathLike, final: str | os.PathLike, proposal: str | os
     cid = lib.add_files(ct, final, proposal, site)
     info = lib.show(cid)
     return report("cases-add", {**_row(info, lib.path(cid)), "files": info.get("files", [])})
+
+
+def check_cases(cases_dir: str | os.PathLike | None = None, *, repair: bool = False) -> dict[str, Any]:
+    """Check every case of the library (record, CT, contours); with ``repair`` rebuild damaged records from
+    the files and move unreadable cases to ``.damaged/`` (:func:`cervixtl.cases_check.check_library`).
+
+    Returns:
+        The ``cervixtl-cases-check/1`` report: root, cases (count), damaged [{id, problems, action}], repaired,
+        stale_removed.
+    """
+    from ..cases_check import check_library
+
+    return report("cases-check", check_library(cases_dir, repair=repair))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import BadInput, Cancelled
 from ..progress import NULL_PROGRESS, Progress
@@ -43,6 +45,51 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def _engine_warnings(caught: Sequence[warnings.WarningMessage]) -> list[str]:
+    """The messages of warnings raised from CervixTL code (not deprecations), in order, once each."""
+    out: list[str] = []
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if ("cervixtl" in str(w.filename) and not issubclass(w.category, (DeprecationWarning, FutureWarning))
+                and text not in out):
+            out.append(text)
+    return out
+
+
+def _settings(out: str | os.PathLike, threads: int | None, device: str,
+              ptv_mm: float | str | Sequence[float] | None,
+              overlap: float | None) -> tuple[int, Any, float | tuple[float, ...] | None]:
+    """Check the settings before any work: (threads in use, torch device, PTV margin or None).
+
+    Raises:
+        BadInput: unknown output format, threads < 1, unknown device, bad margin or overlap.
+    """
+    from ..inference import resolve_device
+    from ..margins import parse_margin
+
+    check_output_name(out)
+    n_threads = set_threads(threads)
+    dev = resolve_device(device)
+    margin: float | tuple[float, ...] | None = None
+    if ptv_mm is not None:
+        six = parse_margin(ptv_mm, "--ptv-mm margin")
+        margin = six[0] if len(set(six)) == 1 else six  # isotropic margins are reported as one number
+    if overlap is not None and not 0.0 <= overlap <= 0.9:
+        raise BadInput(f"--overlap must be between 0 and 0.9, got {overlap}")
+    return n_threads, dev, margin
+
+
+def _load_model(model: str | None, models_dir: str | os.PathLike | None, progress: Progress) -> tuple[Any, Any]:
+    """(card, network on the CPU) of a model that can contour targets. Raises: ModelError."""
+    from ..inference import check_model_for_contouring
+    from ..models.registry import Registry
+
+    progress("load-model", 0.0, "loading model")
+    card, net = Registry(models_dir).load(model, device="cpu")
+    check_model_for_contouring(card)
+    return card, net
+
+
 def contour_file(ct: str | os.PathLike, out: str | os.PathLike, *, model: str | None = None,
                  device: str = "auto", fast: bool = False, ptv_mm: float | str | Sequence[float] | None = None,
                  overlap: float | None = None, threads: int | None = None, series: str | None = None,
@@ -70,29 +117,18 @@ def contour_file(ct: str | os.PathLike, out: str | os.PathLike, *, model: str | 
     Raises:
         BadInput, ModelError, GeometryMismatch; Cancelled before anything is written.
     """
-    from ..fileio import write_json_atomic
-    from ..inference import check_model_for_contouring, resolve_device, run_contour
+    from ..atomic import write_json_atomic
+    from ..inference import run_contour
     from ..io import read_ct, write_segmentation
-    from ..margins import parse_margin
-    from ..models.registry import Registry
 
     progress = progress or NULL_PROGRESS
-    check_output_name(out)
-    n_threads = set_threads(threads)
-    dev = resolve_device(device)
-    margin: float | tuple[float, ...] | None = None
-    if ptv_mm is not None:
-        six = parse_margin(ptv_mm, "--ptv-mm margin")
-        margin = six[0] if len(set(six)) == 1 else six  # isotropic margins are reported as one number
-    if overlap is not None and not 0.0 <= overlap <= 0.9:
-        raise BadInput(f"--overlap must be between 0 and 0.9, got {overlap}")
+    n_threads, dev, margin = _settings(out, threads, device, ptv_mm, overlap)
     t_all = time.perf_counter()
-    # Library warnings would break the JSON-lines stderr; ours are collected in the summary.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        progress("load-model", 0.0, "loading model")
-        card, net = Registry(models_dir).load(model, device="cpu")
-        check_model_for_contouring(card)
+    # Library warnings would break the JSON-lines stderr: ours (e.g. which DICOM series was read) go into
+    # the summary's warnings, the libraries' are dropped.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        card, net = _load_model(model, models_dir, progress)
         t = time.perf_counter()
         progress("read", 0.0, "reading CT")
         image = read_ct(ct, series)
@@ -104,14 +140,12 @@ def contour_file(ct: str | os.PathLike, out: str | os.PathLike, *, model: str | 
         progress("write", 0.0, f"writing {Path(out).name}")
         write_segmentation(result.segmentation, out)
         rep = report("contour", {"output": Path(out).name, **result.summary, "threads": n_threads})
-        rep["timing_s"] = {"read_s": round(t_read, 3), **rep["timing_s"],
-                           "write_s": round(time.perf_counter() - t, 3),
+        rep["warnings"] = _engine_warnings(caught) + rep["warnings"]
+        rep["timing_s"] = {"read_s": round(t_read, 3), **rep["timing_s"], "write_s": round(time.perf_counter() - t, 3),
                            "total_s": round(time.perf_counter() - t_all, 3)}
         write_json_atomic(summary_path(out, summary), rep)
         for w in rep["warnings"]:
             progress.warn(w)
-        try:
+        with contextlib.suppress(Cancelled):  # the output is complete: a late cancel request changes nothing
             progress("done", 1.0, f"wrote {Path(out).name}")
-        except Cancelled:
-            pass  # the output is complete: a late cancel request changes nothing
     return rep

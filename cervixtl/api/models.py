@@ -8,13 +8,17 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput, ModelError
 from . import report
 
+if TYPE_CHECKING:
+    from ..models.card import ModelCard
+    from ..models.registry import Registry
 
-def _registry(models_dir: str | os.PathLike | None):  # noqa: ANN202 - Registry, imported lazily
+
+def _registry(models_dir: str | os.PathLike | None) -> Registry:
     from ..models.registry import Registry
 
     return Registry(models_dir)
@@ -72,6 +76,7 @@ def import_model(source: str, *, sha256: str | None = None, name: str | None = N
     Raises:
         BadInput: nothing at ``source``; ModelError: hash mismatch or an invalid package.
     """
+    from ..atomic import sweep_stale, temp_prefix
     from ..models import download as dl
     from ..models.package import sha256_file
 
@@ -81,7 +86,8 @@ def import_model(source: str, *, sha256: str | None = None, name: str | None = N
     if entry is not None:
         src, sha = dl.resolve_catalogue_source(entry), sha or entry.get("sha256")
     reg.root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".import-", dir=reg.root) as work:
+    sweep_stale(reg.root)  # what an import killed outright (SIGKILL) left behind
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("import"), dir=reg.root) as work:
         if dl.is_url(src):
             local = dl.fetch_to_temp(src, sha, work)
         else:
@@ -90,6 +96,8 @@ def import_model(source: str, *, sha256: str | None = None, name: str | None = N
                 raise BadInput(f"{src}: no such file, folder, URL or catalogue model")
             if sha and p.is_file() and sha256_file(p) != sha.strip().lower():
                 raise ModelError(f"{p}: SHA-256 does not match --sha256; not imported")
+            if p.is_file() and not dl.is_package_archive(p):
+                dl.check_import_file(p)  # empty, text, or an archive without model.json: say what it is
             local = dl.extract_package(p, Path(work) / "x") if p.is_file() and dl.is_package_archive(p) else p
         tensors = None
         if local.is_dir():
@@ -113,8 +121,8 @@ def _check_package_hash(package: Path, src: str, sha: str | None) -> None:
         raise ModelError(f"{src}: weights SHA-256 does not match the expected {sha[:12]}...")
 
 
-def _import_checkpoint(reg: Any, path: Path, work: Path, *, name: str | None, version: str | None, arch: str,
-                       activate: bool) -> tuple[Any, dict[str, int]]:
+def _import_checkpoint(reg: Registry, path: Path, work: Path, *, name: str | None, version: str | None, arch: str,
+                       activate: bool) -> tuple[ModelCard, dict[str, int]]:
     """Wrap a MONAI checkpoint as a source-model package and register it; returns (card, tensor counts)."""
     from ..models.card import ModelCard
     from ..models.transfer import package_from_checkpoint

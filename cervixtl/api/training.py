@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import BadInput
 from ..progress import Progress
@@ -82,9 +83,9 @@ def compare_cases(models: Sequence[str], cases: str, *, out: str | os.PathLike =
         BadInput: not 2-3 models, no case, no structure in common, unwritable ``out``.
     """
     from ..api.contour import set_threads
+    from ..atomic import check_writable_dir
     from ..cases import load_cases
     from ..compare import compare_models, write_outputs
-    from ..fileio import check_writable_dir
     from ..models.registry import Registry
 
     if not 2 <= len(models) <= 3:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..api.cases import add_case, list_cases, show_case
+from ..api.cases import add_case, check_cases, list_cases, show_case
 from ._common import add_action, add_json_arg, print_json
 
 ORDER = 60
@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("id", help="case id (case-xxxxxxxx)")
     add_json_arg(sh, "the case (cervixtl-cases-show/1)")
     sh.set_defaults(func=run_show)
+    ck = add("check", "check every case (record, CT, contours); exit 1 when one is damaged")
+    ck.add_argument("--repair", action="store_true",
+                    help="rebuild damaged case records from the files, move unreadable cases to .damaged/")
+    add_json_arg(ck, "the check report (cervixtl-cases-check/1)")
+    ck.set_defaults(func=run_check)
     rm = add("remove", "delete one case")
     rm.add_argument("id", help="case id (case-xxxxxxxx)")
     rm.set_defaults(func=run_remove)
@@ -70,6 +75,18 @@ def run_show(args: argparse.Namespace) -> int:
         if k != "format":
             print(f"{k:>24}: {v}")
     return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    rep = check_cases(args.cases_dir, repair=args.repair)
+    if args.json:
+        print_json(rep)
+    else:
+        print(f"{rep['cases']} cases in {rep['root']}, {len(rep['damaged'])} damaged")
+        for r in rep["damaged"]:
+            done = "" if r["action"] == "none" else f" -> repaired: {r['action']}"
+            print(f"  {r['id']}: {'; '.join(r['problems'])}{done}")
+    return 1 if any(r["action"] == "none" for r in rep["damaged"]) else 0
 
 
 def run_remove(args: argparse.Namespace) -> int:

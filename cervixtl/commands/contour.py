@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..progress import cancel_on_signals
 from ._common import add_json_arg, add_progress_arg, make_progress, print_json
@@ -35,84 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def check_complete_gzip(path: str | Path) -> None:
-    """Refuse a truncated or corrupt ``.gz`` image: ITK's NIfTI reader silently zero-fills a cut gzip stream.
-
-    Raises:
-        BadInput: the gzip stream ends early or is corrupt.
-    """
-    import zlib
-
-    from ..errors import BadInput
-
-    p = Path(path)
-    if not (p.is_file() and p.name.lower().endswith(".gz")):
-        return
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                while block:
-                    d.decompress(block, 1 << 24)
-                    block = d.unconsumed_tail
-                if d.eof:
-                    break
-    except zlib.error as exc:
-        raise BadInput(f"{p}: corrupt compressed image ({exc})") from None
-    if not d.eof:
-        raise BadInput(f"{p}: truncated file (compressed data ends early), not a readable image")
-
-
-def check_header_spacing(path: str | Path) -> None:
-    """Refuse an image file whose header gives no voxel spacing (ITK then silently assumes 1 mm): NIfTI
-    ``pixdim`` of 0, NRRD without ``space directions``/``spacings``, MetaImage without ``ElementSpacing``.
-
-    Raises:
-        BadInput: naming the file.
-    """
-    import gzip
-    import math
-    import struct
-
-    from ..errors import BadInput
-
-    p = Path(path)
-    name = p.name.lower()
-    if not p.is_file():
-        return
-    problem = None
-    try:
-        if name.endswith((".nii", ".nii.gz")):
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(p, "rb") as fh:
-                hdr = fh.read(348)
-            if len(hdr) == 348:
-                endian = "<" if struct.unpack("<i", hdr[:4])[0] == 348 else ">"
-                pix = struct.unpack(endian + "3f", hdr[80:92])
-                if any(not math.isfinite(v) or v <= 0 for v in pix):
-                    problem = f"NIfTI pixdim {pix}"
-        elif name.endswith((".nrrd", ".nhdr")):
-            with open(p, "rb") as fh:
-                head = fh.read(65536).split(b"\n\n", 1)[0].lower()
-            if b"space directions:" not in head and b"spacings:" not in head:
-                problem = "NRRD header has neither 'space directions' nor 'spacings'"
-        elif name.endswith((".mha", ".mhd")):
-            with open(p, "rb") as fh:
-                head = fh.read(65536).split(b"ElementDataFile", 1)[0]
-            if b"ElementSpacing" not in head and b"ElementSize" not in head:
-                problem = "MetaImage header has no ElementSpacing"
-    except (OSError, EOFError, struct.error):
-        return  # unreadable: the image reader reports it
-    if problem:
-        raise BadInput(f"{p}: no voxel spacing in the header ({problem}); cannot contour in millimetres")
-
-
 def run(args: argparse.Namespace) -> int:
     from ..api.contour import contour_file
 
-    # The header checks move into the image reader (issue 12/13, engineer rel); until then, here.
-    check_complete_gzip(args.ct)
-    check_header_spacing(args.ct)
     progress = make_progress(args)
     with cancel_on_signals(progress):
         rep = contour_file(args.ct, args.out, model=args.model, device=args.device, fast=args.fast,

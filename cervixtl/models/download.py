@@ -3,7 +3,8 @@
 A model is published as a ``.zip`` or ``.tar.gz`` archive of its package folder. :func:`download` streams a
 URL (``http(s)://`` or ``file://``) to a temporary file beside the destination while hashing it, checks the
 SHA-256 when one is given, and only then renames it into place. :func:`extract_package` unpacks an archive
-safely (no absolute paths, no ``..``, no links) and returns the package folder inside it.
+member by member (no absolute paths, no ``..``, no links, nothing outside the target folder) and returns the
+package folder inside it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tarfile
 import tempfile
 import urllib.error
@@ -20,8 +20,9 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
+from ..atomic import atomic_path
 from ..errors import BadInput, ModelError
-from ..fileio import atomic_path
+from ..safepath import safe_extract
 
 CHUNK = 1 << 20
 
@@ -75,41 +76,74 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, *, ti
     return dest
 
 
-def _safe_member(name: str) -> bool:
-    p = Path(name)
-    return not (p.is_absolute() or ".." in p.parts or name.startswith(("/", "\\")))
-
-
 def extract_package(archive: str | os.PathLike, into: str | os.PathLike) -> Path:
-    """Unpack a package archive (``.zip``, ``.tar.gz``/``.tgz``/``.tar``) into the folder ``into`` and return
-    the folder that holds ``model.json``.
+    """Unpack a package archive (``.zip``, ``.tar.gz``/``.tgz``/``.tar``) into the folder ``into`` member by
+    member (:func:`cervixtl.safepath.safe_extract`: no absolute names, no ``..``, no links, nothing outside
+    ``into``) and return the folder that holds ``model.json``.
 
     Raises:
-        ModelError: not an archive, unsafe member paths/links, or no ``model.json`` inside.
+        ModelError: not an archive, an unsafe member, or no ``model.json`` inside.
     """
     a, into = Path(archive), Path(into)
-    into.mkdir(parents=True, exist_ok=True)
+    if not (zipfile.is_zipfile(a) or tarfile.is_tarfile(a)):
+        raise ModelError(f"{a}: {describe_file(a)}, not a model package archive (.zip or .tar.gz) or package folder")
     try:
-        if zipfile.is_zipfile(a):
-            with zipfile.ZipFile(a) as zf:
-                for info in zf.infolist():
-                    if not _safe_member(info.filename) or (info.external_attr >> 16) & 0o170000 == 0o120000:
-                        raise ModelError(f"{a}: unsafe entry {info.filename!r} in archive")
-                zf.extractall(into)
-        elif tarfile.is_tarfile(a):
-            with tarfile.open(a) as tf:
-                for m in tf.getmembers():
-                    if not _safe_member(m.name) or not (m.isfile() or m.isdir()):
-                        raise ModelError(f"{a}: unsafe entry {m.name!r} in archive")
-                tf.extractall(into, filter="data")
-        else:
-            raise ModelError(f"{a}: not a model package archive (.zip or .tar.gz) or package folder")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        raise ModelError(f"{a}: corrupt archive ({exc})") from None
-    cards = sorted(into.rglob("model.json"), key=lambda p: len(p.parts))
+        safe_extract(a, into)
+    except BadInput as exc:
+        raise ModelError(str(exc)) from None
+    except OSError as exc:
+        raise ModelError(f"{a}: cannot unpack archive ({exc.strerror or exc})") from None
+    cards = sorted((c for c in into.rglob("model.json") if not c.is_symlink()), key=lambda p: len(p.parts))
     if not cards:
-        raise ModelError(f"{a}: archive holds no model.json")
+        raise ModelError(f"{a}: archive holds no model.json, not a model package")
     return cards[0].parent
+
+
+def describe_file(path: str | os.PathLike) -> str:
+    """What a file that is not a model package looks like: "an empty file", "a text file", "a .zip / .tar
+    archive without model.json", or "a binary file"."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        return f"an unreadable file ({exc.strerror or exc})"
+    if size == 0:
+        return "an empty file (0 bytes)"
+    if (zipfile.is_zipfile(p) or tarfile.is_tarfile(p)) and not is_package_archive(p):
+        return "an archive without model.json"
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+            return "a text file"
+        except UnicodeDecodeError:
+            pass
+    return "a binary file"
+
+
+def check_import_file(path: str | os.PathLike) -> None:
+    """Refuse, with what it is, a file that can be neither a package archive nor a checkpoint: empty, text,
+    or an archive without ``model.json`` that is not a torch checkpoint either.
+
+    Raises:
+        ModelError: naming the file and what it looks like.
+    """
+    p = Path(path)
+    what = describe_file(p)
+    torch_zip = zipfile.is_zipfile(p) and _is_torch_zip(p)
+    if what.startswith(("an empty", "a text", "an unreadable")) or (what.startswith("an archive") and not torch_zip):
+        raise ModelError(f"{p}: {what}; expected a model package (.zip/.tar.gz with model.json, or a folder) or "
+                         "a checkpoint (.safetensors, .pt)")
+
+
+def _is_torch_zip(p: Path) -> bool:
+    """True for a torch ``.pt`` zip (it holds ``<name>/data.pkl``)."""
+    try:
+        with zipfile.ZipFile(p) as zf:
+            return any(n.endswith("data.pkl") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def is_package_archive(path: str | os.PathLike) -> bool:
@@ -184,8 +218,3 @@ def fetch_to_temp(source: str, sha256: str | None, workdir: str | os.PathLike) -
     if is_package_archive(target):
         return extract_package(target, Path(tempfile.mkdtemp(dir=work)))
     return target
-
-
-def remove_tree(path: str | os.PathLike) -> None:
-    """Delete a folder quietly."""
-    shutil.rmtree(path, ignore_errors=True)

@@ -7,7 +7,9 @@ Layout of the registry folder (default ``$CERVIXTL_MODELS_DIR``, else ``$CERVIXT
     <root>/<name>/active.json                                 # {"active": "2", "history": ["1", "2"]}
 
 ``active.json`` is written atomically; ``history`` lists the versions activated, oldest first, for
-:meth:`Registry.rollback`. When the registry holds no model of the requested name, the bundled demo model
+:meth:`Registry.rollback`. Every change (add, activate, rollback, remove) holds the registry's file lock
+``<root>/.registry.lock``, so two processes never take the same new version; a package is checked before it
+is added (SHA-256, and weights that are safetensors with exactly the tensors of the card's network). When the registry holds no model of the requested name, the bundled demo model
 ``Resources/Models/cervixtl-demo/`` is used.
 """
 
@@ -21,16 +23,20 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..atomic import sweep_stale, temp_prefix, write_json_atomic
 from ..errors import CervixTLError, ModelError
-from ..fileio import write_json_atomic
 from .card import ModelCard
-from .package import copy_package, load_package, verify_package
+from .package import check_weights_fit, copy_package, load_package, verify_package
 
 if TYPE_CHECKING:  # torch is imported only to load a network (listing and cards stay torch-free)
     import torch
 
 DEFAULT_MODEL = "cervixtl-demo"
 ACTIVE_FILE = "active.json"
+LOCK_FILE = ".registry.lock"
+WORK_DIR = ".work"
+#: Seconds a change waits for another process's registry lock before giving up.
+LOCK_TIMEOUT_S = 120.0
 
 
 def default_home() -> Path:
@@ -70,6 +76,39 @@ class Registry:
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root).expanduser() if root else default_models_dir()
+        self._lock: Any = None
+        self._work_locks: list[Any] = []
+
+    # ------------------------------------------------------------------ locking
+    def locked(self) -> Any:
+        """The registry's file lock (re-entrant in this process), as a context manager; creates the root.
+
+        Raises:
+            ModelError: another process held it for :data:`LOCK_TIMEOUT_S` seconds.
+        """
+        from filelock import FileLock
+
+        if self._lock is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock = FileLock(str(self.root / LOCK_FILE), timeout=LOCK_TIMEOUT_S)
+        return _Held(self._lock, self.root)
+
+    def work_dir(self, name: str) -> Path:
+        """A training work folder for model ``name`` that no other running process uses: ``<root>/.work/<name>``
+        (where ``--resume`` finds a stopped run) when free, else a private ``<name>.pid<N>...`` folder. The
+        claim lasts as long as this registry object (or the process)."""
+        from filelock import FileLock, Timeout
+
+        base = self.root / WORK_DIR
+        base.mkdir(parents=True, exist_ok=True)
+        sweep_stale(base)
+        lock = FileLock(str(base / f".{name}.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            return Path(tempfile.mkdtemp(prefix=temp_prefix(name), suffix=".run", dir=base))
+        self._work_locks.append(lock)
+        return base / name
 
     # ------------------------------------------------------------------ queries
     def names(self) -> list[str]:
@@ -187,15 +226,30 @@ class Registry:
         return str(max(nums, default=0) + 1)
 
     # ------------------------------------------------------------------ changes
-    def add(self, package_dir: str | os.PathLike, activate: bool = False) -> ModelCard:
+    def add(self, package_dir: str | os.PathLike, activate: bool = False, new_version: bool = False) -> ModelCard:
         """Verify a package and copy it in as ``<name>/<version>``; the first version of a name becomes active.
 
-        Adding the same name/version again with the same weights does nothing.
+        Adding the same name/version again with the same weights does nothing. With ``new_version`` the
+        package gets the next free version number, allocated under the registry lock (two concurrent
+        fine-tunes of one name get versions N and N+1).
 
         Raises:
-            ModelError: corrupt package, or that name/version is registered with other weights.
+            ModelError: corrupt package, weights that do not fit the card's network, or that name/version is
+                registered with other weights.
         """
-        card = verify_package(package_dir)
+        card = check_weights_fit(package_dir, verify_package(package_dir))
+        with self.locked():
+            sweep_stale(self.root)
+            if new_version:
+                card.version = self.next_version(card.name)
+                copy_package(package_dir, self.root / card.name / card.version, version=card.version)
+            else:
+                self._add_as_is(package_dir, card)
+            if activate or self._state(card.name)["active"] is None:
+                self.activate(card.spec)
+        return card
+
+    def _add_as_is(self, package_dir: str | os.PathLike, card: ModelCard) -> None:
         dest = self.root / card.name / card.version
         if dest.exists():
             old = ModelCard.read(dest)
@@ -203,14 +257,14 @@ class Registry:
                 raise ModelError(f"model {card.spec} is already registered with different weights; "
                                  "give the new one another version")
         else:
-            self.root.mkdir(parents=True, exist_ok=True)
             copy_package(package_dir, dest)
-        if activate or self._state(card.name)["active"] is None:
-            self.activate(card.spec)
-        return card
 
     def activate(self, spec: str) -> str:
         """Make ``name@version`` (or the newest version of ``name``) active; returns the version."""
+        with self.locked():
+            return self._activate(spec)
+
+    def _activate(self, spec: str) -> str:
         name, version = parse_spec(spec)
         vs = self.versions(name)
         if not vs:
@@ -229,6 +283,10 @@ class Registry:
         Raises:
             ModelError: nothing to roll back to.
         """
+        with self.locked():
+            return self._rollback(name)
+
+    def _rollback(self, name: str) -> str:
         name, _ = parse_spec(name)
         vs = self.versions(name)
         st = self._state(name)
@@ -245,6 +303,10 @@ class Registry:
     def remove(self, spec: str) -> None:
         """Delete ``name@version`` (a version is required). Removing the active version re-activates the
         previously active one (else the newest left)."""
+        with self.locked():
+            self._remove(spec)
+
+    def _remove(self, spec: str) -> None:
         name, version = parse_spec(spec)
         if version is None:
             raise ModelError(f"give the version to remove: {name}@VERSION")
@@ -252,7 +314,7 @@ class Registry:
         if version not in vs:
             raise ModelError(f"model {name} has no version {version!r} (registered: {', '.join(vs) or 'none'})")
         path = self.root / name / version
-        trash = Path(tempfile.mkdtemp(prefix=f".{name}-{version}.", suffix=".removed", dir=self.root))
+        trash = Path(tempfile.mkdtemp(prefix=temp_prefix(f"{name}-{version}"), suffix=".removed", dir=self.root))
         os.replace(path, trash / "pkg")
         shutil.rmtree(trash, ignore_errors=True)
         st = self._state(name)
@@ -275,3 +337,23 @@ class Registry:
         if dest.exists():
             raise CervixTLError(f"{dest} already exists")
         return copy_package(src, dest)
+
+
+class _Held:
+    """``with``-able hold of a FileLock that turns a timeout into a one-line :class:`ModelError`."""
+
+    def __init__(self, lock: Any, root: Path) -> None:
+        self.lock, self.root = lock, root
+
+    def __enter__(self) -> "_Held":
+        from filelock import Timeout
+
+        try:
+            self.lock.acquire()
+        except Timeout:
+            raise ModelError(f"the model registry {self.root} is locked by another process for over "
+                             f"{LOCK_TIMEOUT_S:.0f} s; try again when it has finished") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.lock.release()

@@ -180,7 +180,7 @@ def deidentify_file(src: str, dest: str, uid_map: MutableMapping[str, str], *, p
     from pydicom.errors import InvalidDicomError
 
     from ..errors import BadInput
-    from ..fileio import atomic_path
+    from ..atomic import atomic_path
 
     try:
         ds = pydicom.dcmread(src)

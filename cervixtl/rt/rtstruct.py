@@ -29,7 +29,7 @@ import numpy as np
 from .. import __version__, structures
 from .dicomfile import read_dataset
 from ..errors import BadInput
-from ..fileio import atomic_path
+from ..atomic import atomic_path
 from ..image import Image, ijk_to_lps_matrix
 from ..segmentation import Segmentation
 from .contours import fill_polygons, mask_outlines

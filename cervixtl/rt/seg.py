@@ -21,7 +21,7 @@ import numpy as np
 from .. import __version__, structures
 from .dicomfile import read_dataset
 from ..errors import BadInput
-from ..fileio import atomic_path
+from ..atomic import atomic_path
 from ..image import Image, resample_to_reference
 from ..segmentation import Segmentation
 
