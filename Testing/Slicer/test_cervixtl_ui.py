@@ -457,6 +457,7 @@ def test_panel_propose_margins_export_and_save_case(monkeypatch: pytest.MonkeyPa
     torch = pytest.importorskip("torch")
     import mrml_harness
     import numpy as np
+
     from cervixtl.io import read_segmentation
     from cervixtl.models.networks import build_network, segresnet_card
     from cervixtl.models.package import save_package
@@ -676,6 +677,7 @@ def test_first_use_install_checks_versions_in_a_subprocess_and_pins_slicers_pack
 
     sys.path.insert(0, str(MODULE_DIR))
     import stand_ins
+
     from CervixTLLib import deps
 
     site = tmp_path / "site"
@@ -951,7 +953,6 @@ def test_sample_data_and_terminology_are_registered_at_startup(tmp_path: Path) -
 def test_the_sample_ct_is_a_pelvic_ct(slicer_env) -> None:  # noqa: ANN001
     """The registered sample loads into a real volume node: HU from air to bone on a 4 x 4 x 5 mm grid."""
     import numpy as np
-
     import slicer.util
 
     path = REPO / "Resources" / "SampleData" / "CervixTLPhantomCT.nrrd"

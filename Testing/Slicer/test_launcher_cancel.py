@@ -23,6 +23,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "CervixTL"))
 
 import stand_ins  # noqa: E402
+
 from cervixtl import runner  # noqa: E402
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="the stand-in launcher is a POSIX script")
@@ -137,6 +138,7 @@ def _demo_or_tiny_model(tmp_path: Path) -> Path:
 def test_cancelled_contour_under_the_launcher_writes_no_output(launcher, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import mrml_harness
+
     from cervixtl.phantom import make_phantom
     from CervixTLLib.geometry import ijk_to_ras_from_grid
     from CervixTLLib.logic import ContourLogic
@@ -180,6 +182,7 @@ def test_cancelled_finetune_with_activate_keeps_the_active_model(launcher, tmp_p
 
     sys.path.insert(0, str(REPO / "CervixTLTraining"))
     import mrml_harness
+
     from CervixTLTrainingLib.logic import FinetuneRequest, TrainingLogic
 
     env = mrml_harness.make_slicer_env()
@@ -219,10 +222,10 @@ def test_module_cleanup_kills_a_running_contour_under_the_launcher(launcher, tmp
     monkeypatch.setenv("CERVIXTL_MODELS_DIR", str(_demo_or_tiny_model(tmp_path)))
     panel = test_cervixtl_ui.build_panel(monkeypatch, tmp_path)
     monkeypatch.setenv("CERVIXTL_PYTHON", str(launcher.script))  # (build_panel unset it for its PythonSlicer)
+    import slicer.util
+
     from cervixtl.phantom import make_phantom
     from CervixTLLib.geometry import ijk_to_ras_from_grid
-
-    import slicer.util
 
     ct, _truth = make_phantom(3, spacing=(5.0, 5.0, 5.0), size=(160, 140, 100))
     vol = slicer.util.addVolumeFromArray(ct.array.astype(np.int16),
