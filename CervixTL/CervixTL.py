@@ -21,14 +21,17 @@ import os
 from typing import Annotated, Optional
 
 import qt
-
 import slicer
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
 from CervixTLLib import contract, deps, nodes
@@ -236,7 +239,7 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if first:
                 self._parameterNode.inputVolume = first
 
-    def setParameterNode(self, inputParameterNode: Optional[CervixTLParameterNode]) -> None:
+    def setParameterNode(self, inputParameterNode: Optional[CervixTLParameterNode]) -> None:  # noqa: UP045 (3.9)
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk_modified_event(), self.updateGUIFromParameterNode)
@@ -312,7 +315,6 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.runTask(args, self.onModelsListed, _("Listing models…"))
 
     def onModelsListed(self, result) -> None:
-        import json
 
         if not result.ok:
             self.ui.modelInfoLabel.setText(_("Models unavailable: {error}").format(error=contract.error_text(result)))
@@ -558,13 +560,12 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if self._preview is not None:
             self.onApplyMargins()
-        slicer.util.selectModule("SegmentEditor")
-        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
-        editor.setSegmentationNode(p.outputSegmentation)
-        if hasattr(editor, "setSourceVolumeNode"):
+        with slicer.util.tryWithErrorDisplay(_("Cannot open the Segment Editor."), waitCursor=True):
+            nodes.check_same_ct(p.outputSegmentation, p.inputVolume, "edit")
+            slicer.util.selectModule("SegmentEditor")
+            editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+            editor.setSegmentationNode(p.outputSegmentation)
             editor.setSourceVolumeNode(p.inputVolume)
-        else:  # Slicer < 5.4
-            editor.setMasterVolumeNode(p.inputVolume)
 
     def onExportButton(self) -> None:
         p = self._parameterNode
@@ -729,7 +730,6 @@ class CervixTLTest(ScriptedLoadableModuleTest):
         demo = resources_dir() / "Models" / "cervixtl-demo"  # (the build tree has it too, see CMakeLists.txt)
         self.assertTrue((demo / "model.json").is_file(), f"the bundled demo model is missing: {demo}")
         from cervixtl.phantom import make_phantom
-
         from CervixTLLib.geometry import ijk_to_ras_from_grid
 
         ct, _truth = make_phantom(1, spacing=(5.0, 5.0, 5.0), size=(160, 140, 100))

@@ -11,25 +11,26 @@ processes, driven by the Qt-free :mod:`CervixTLTrainingLib` (tested without Slic
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import qt
-
 import slicer
-from slicer import (vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode,
-                    vtkMRMLTableNode)
+from slicer import vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
-from CervixTLLib import contract, deps
+from CervixTLLib import deps
 from CervixTLLib.engine import EngineError
 from CervixTLLib.ui import reloadPackages, showError
 from CervixTLTrainingLib import estimates
@@ -226,7 +227,7 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.compareTableView.setMRMLTableNode(self._parameterNode.compareTable)
         self.ui.versionsTableView.setMRMLTableNode(self._parameterNode.versionsTable)
 
-    def setParameterNode(self, inputParameterNode: Optional[CervixTLTrainingParameterNode]) -> None:
+    def setParameterNode(self, inputParameterNode: CervixTLTrainingParameterNode | None) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
         self._parameterNode = inputParameterNode
@@ -627,7 +628,7 @@ class CervixTLTrainingLogic(ScriptedLoadableModuleLogic):
     """Slicer-side logic: the parameter node and its output nodes; everything else is delegated to
     :class:`CervixTLTrainingLib.logic.TrainingLogic` (``self.lib``), which runs the engine as a process."""
 
-    def __init__(self, cases_dir: Optional[str] = None, models_dir: Optional[str] = None) -> None:
+    def __init__(self, cases_dir: str | None = None, models_dir: str | None = None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.lib = TrainingLogic(slicer.mrmlScene, cases_dir=cases_dir, models_dir=models_dir)
 
@@ -687,6 +688,7 @@ class CervixTLTrainingTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Fine-tuning a few steps on phantom cases (about a minute on a CPU)")
         try:
             import torch
+
             from cervixtl import phantom
             from cervixtl.cases import CaseLibrary
             from cervixtl.models.networks import build_network, segresnet_card

@@ -32,7 +32,6 @@ import numpy as np
 from .errors import BadInput, CervixTLError
 from .atomic import atomic_dir, sweep_stale, temp_prefix
 from .image import Image
-from .metrics import dice
 from .segmentation import Segment, Segmentation
 
 CASE_FORMAT = "cervixtl-case/1"
@@ -84,6 +83,8 @@ def _clean_segmentation(seg: Segmentation, ct: Image, what: str) -> tuple[Segmen
 
 def proposal_dice(proposal: Segmentation, final: Segmentation) -> dict[str, float]:
     """Dice between proposal and final contour of every structure present in both (matched by name)."""
+    from .metrics import dice  # scipy: only when a case is added, not to list the library
+
     out: dict[str, float] = {}
     for s in final.segments:
         p = proposal.find(s.name)

@@ -15,10 +15,15 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .progress import NULL_PROGRESS, Progress
 from .structures import TARGETS
+
+if TYPE_CHECKING:
+    from .image import Image
+    from .models.registry import Registry
+    from .segmentation import Segmentation
 
 DEMO_SEED = 20260501
 NOTICE = "Synthetic phantom and phantom-trained demo model: a workflow demonstration, not for clinical use."
@@ -30,7 +35,7 @@ FILES = {"ct": "ct.nii.gz", "segmentation": "contours.seg.nrrd", "truth": "truth
 
 
 def run_demo(out_dir: str | os.PathLike = "cervixtl-demo", *, seed: int = DEMO_SEED, site: str = "A",
-             model: str | None = None, registry: Any = None, models_dir: str | os.PathLike | None = None,
+             model: str | None = None, registry: Registry | None = None, models_dir: str | os.PathLike | None = None,
              device: str = "cpu", fast: bool = True, threads: int | None = None,
              progress: Progress | None = None) -> dict[str, Any]:
     """Run the demo and return its report (also written as ``report.json``).
@@ -91,7 +96,8 @@ def run_demo(out_dir: str | os.PathLike = "cervixtl-demo", *, seed: int = DEMO_S
     return rep
 
 
-def _write_files(files: dict[str, Path], ct: Any, prediction: Any, truth: Any, title: str) -> None:
+def _write_files(files: dict[str, Path], ct: Image, prediction: Segmentation, truth: Segmentation,
+                 title: str) -> None:
     """The CT, the predicted and true segmentations and the overview PNG (each written atomically)."""
     from .io import write_image, write_segmentation
     from .overview import write_overview

@@ -41,6 +41,7 @@ from scipy import ndimage
 
 from .errors import BadInput
 from .image import Image
+from .reports import json_safe as json_safe  # re-exported: callers import it from here
 from .segmentation import Segmentation
 
 METRIC_KEYS = ("dice", "hd95_mm", "hd_mm", "msd_mm", "surface_dice", "volume_ref_ml", "volume_pred_ml",
@@ -182,21 +183,6 @@ def evaluate_segmentations(reference: Segmentation, prediction: Segmentation, na
     return rows
 
 
-def json_safe(value: Any) -> Any:
-    """Replace NaN / infinity by None (JSON null) in nested dicts / lists and paths by text, for strict JSON."""
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return json_safe(value.item())
-    return value
-
-
 # ---------------------------------------------------------------------------- files
 #: Definitions written into every ``cervixtl-evaluate/1`` report.
 DEFINITIONS = {
@@ -281,10 +267,10 @@ def evaluate_files(reference: str | os.PathLike, prediction: str | os.PathLike,
     Raises:
         BadInput: unreadable file, unknown label, bad tolerance. GeometryMismatch: different grids.
     """
-    from .api import report
     from .api.masks import check_output_writable
     from .atomic import write_json_atomic
     from .io import is_seg_nrrd
+    from .reports import report
 
     tol = float(tolerance_mm)
     if not math.isfinite(tol) or tol <= 0:

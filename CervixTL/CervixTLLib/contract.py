@@ -10,7 +10,8 @@ e.g. an engine of another version than the modules.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from cervixtl.runner import EngineError, EngineResult, error_line
 

@@ -24,9 +24,10 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cervixtl.runner import engine_env, engine_python, engine_source_dir, popen_options
 

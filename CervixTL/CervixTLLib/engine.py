@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from cervixtl.runner import (EngineError, EngineProcess, EngineResult, engine_env, engine_python,  # noqa: F401
-                             kill_all, run_engine)
+from cervixtl.runner import EngineError, EngineProcess, EngineResult, engine_env, engine_python, kill_all, run_engine  # noqa: F401
 
 __all__ = ["EngineError", "EngineProcess", "EngineResult", "Task", "TaskQueue", "contour_args", "engine_env",
            "engine_python", "kill_all", "run_engine"]

@@ -17,15 +17,16 @@ from __future__ import annotations
 import importlib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
 from . import nodes
 
 #: A margin in mm: isotropic, or six values R, L, A, P, S, I (Union, not |: Python 3.9 evaluates this line).
-Margin = Union[float, Sequence[float]]
+Margin = Union[float, Sequence[float]]  # noqa: UP007 - Python 3.9 (Slicer 5.8) evaluates this line
 Box = tuple[slice, slice, slice]
 #: Organs whose overlap with the PTV is reported (canonical engine names).
 OVERLAP_ORGANS = ("Rectum", "Bladder")

@@ -9,8 +9,9 @@ the engine works in LPS (see :mod:`.geometry`); arrays are (z, y, x) on both sid
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def ijk_to_ras_array(volume_node: Any) -> np.ndarray:
     return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
-def volume_grid(volume_node: Any) -> "Any":
+def volume_grid(volume_node: Any) -> Any:
     """An empty (uint8 zeros) engine :class:`~cervixtl.image.Image` with the volume's grid (LPS geometry).
 
     Raises:

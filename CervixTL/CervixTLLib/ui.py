@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["showError", "reloadPackages"]
 

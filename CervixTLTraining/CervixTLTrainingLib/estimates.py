@@ -41,7 +41,7 @@ class StepTiming:
     device_name: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StepTiming":
+    def from_dict(cls, d: dict) -> StepTiming:
         """From the JSON printed by ``steptime.py``."""
         return cls(device=str(d.get("device", "cpu")), step_s=float(d["step_s"]) if d.get("step_s") is not None else math.nan,
                    startup_s=float(d.get("startup_s") or 0.0), cuda_available=bool(d.get("cuda_available", False)),

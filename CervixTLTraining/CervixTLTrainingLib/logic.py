@@ -26,13 +26,14 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
+from cervixtl.splits import split_cases
 from CervixTLLib import contract, nodes
 from CervixTLLib.engine import EngineError, EngineProcess, EngineResult, TaskQueue, run_engine
-from cervixtl.splits import split_cases
 
 from . import estimates, tables
 from .verdict import StructureComparison, classify, verdict
@@ -184,7 +185,7 @@ def comparison_rows(data: dict, source: str, new: str) -> list[StructureComparis
 
 
 # ---------------------------------------------------------------------------------------------- logic
-Done = Optional[Callable[[Any], Any]]
+Done = Optional[Callable[[Any], Any]]  # noqa: UP045 - evaluated at run time (Python 3.9 loads this file)
 
 
 class TrainingLogic:

@@ -203,3 +203,41 @@ def test_public_names_match_the_lazy_table():
     import cervixtl
 
     assert set(cervixtl.__all__) - {"__version__"} == set(cervixtl._LAZY)
+
+
+def test_a_dicom_case_keeps_no_header_value(tmp_path):
+    """``cases add`` from a DICOM series: the patient, institution and UID values of the headers reach no
+    stored byte (the library stores voxels and geometry only)."""
+    import numpy as np
+    import pydicom
+
+    import cervixtl
+    from cervixtl.io import read_ct, write_segmentation
+    from cervixtl.segmentation import Segmentation
+
+    need(GOLD)
+    series = tmp_path / "ct"
+    series.mkdir()
+    marks = {"PatientName": "Doe^Marker", "PatientID": "PID-MARK-77", "InstitutionName": "MARK HOSPITAL",
+             "ReferringPhysicianName": "Dr^Markwell", "StudyDescription": "MARK pelvis"}
+    uids = set()
+    for f in sorted(GOLD.glob("CT_*.dcm")):
+        ds = pydicom.dcmread(f)
+        for k, v in marks.items():
+            setattr(ds, k, v)
+        uids |= {str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID), str(ds.StudyInstanceUID)}
+        ds.save_as(series / f.name)
+    ct = read_ct(series)
+    seg = Segmentation(ct.with_array(np.zeros(ct.array.shape, np.uint8)))
+    box = np.zeros(ct.array.shape, bool)
+    box[:, 10:20, 10:20] = True
+    seg.set("CTV", box)
+    write_segmentation(seg, tmp_path / "final.seg.nrrd")
+    rep = cervixtl.add_case(series, tmp_path / "final.seg.nrrd", cases_dir=tmp_path / "lib")
+    validate(rep)
+    stored = b"".join(p.read_bytes() for p in Path(rep["path"]).iterdir())
+    import gzip
+
+    stored += gzip.decompress((Path(rep["path"]) / "ct.nii.gz").read_bytes())
+    for value in [*marks.values(), *uids]:
+        assert value.encode() not in stored, value

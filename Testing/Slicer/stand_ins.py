@@ -15,8 +15,9 @@ documented behaviour (what the module must cope with), not what the module happe
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["python_slicer_launcher", "SlicerRTExporter", "SlicerRTExportable", "PyTorchUtilsLogic"]
 

@@ -25,10 +25,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "CervixTL"))
 
-from CervixTLLib import geometry  # noqa: E402
-from cervixtl.runner import EngineError, EngineProcess, error_line, parse_progress_line  # noqa: E402
-
 import mrml_harness  # noqa: E402
+
+from cervixtl.runner import EngineError, EngineProcess, error_line, parse_progress_line  # noqa: E402
+from CervixTLLib import geometry  # noqa: E402
 
 slicer_mark = pytest.mark.slicer
 
@@ -333,8 +333,9 @@ def test_margin_preview_equals_engine_and_grows_to_patient_right(slicer_env, mar
     res = preview.update(None, (10.0, 0, 0, 0, 0, 0))  # PTV = CTV + 10 mm towards the patient's RIGHT only
     ptv = nodes.segment_mask(seg, preview.ids["PTV"], vol)
     # the engine on the same grid, built independently from the node's file written by the engine writer
-    from cervixtl.io import read_image
     import tempfile
+
+    from cervixtl.io import read_image
 
     with tempfile.TemporaryDirectory() as tmp:
         grid = read_image(nodes.write_volume(vol, Path(tmp) / "ct.nrrd"))
@@ -427,9 +428,8 @@ def test_export_nifti_and_seg_nrrd_read_back_by_engine(slicer_env, tmp_path: Pat
 
 @slicer_mark
 def test_save_case_for_training_is_anonymised(slicer_env, tmp_path: Path) -> None:  # noqa: ANN001
-    from cervixtl.io import write_segmentation
-    from CervixTLLib import nodes
     from cervixtl.runner import run_engine
+    from CervixTLLib import nodes
     from CervixTLLib.logic import ContourLogic
 
     vol, seg, masks = _targets_node(slicer_env)

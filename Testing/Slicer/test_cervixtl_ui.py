@@ -457,6 +457,7 @@ def test_panel_propose_margins_export_and_save_case(monkeypatch: pytest.MonkeyPa
     torch = pytest.importorskip("torch")
     import mrml_harness
     import numpy as np
+
     from cervixtl.io import read_segmentation
     from cervixtl.models.networks import build_network, segresnet_card
     from cervixtl.models.package import save_package
@@ -676,6 +677,7 @@ def test_first_use_install_checks_versions_in_a_subprocess_and_pins_slicers_pack
 
     sys.path.insert(0, str(MODULE_DIR))
     import stand_ins
+
     from CervixTLLib import deps
 
     site = tmp_path / "site"
@@ -951,7 +953,6 @@ def test_sample_data_and_terminology_are_registered_at_startup(tmp_path: Path) -
 def test_the_sample_ct_is_a_pelvic_ct(slicer_env) -> None:  # noqa: ANN001
     """The registered sample loads into a real volume node: HU from air to bone on a 4 x 4 x 5 mm grid."""
     import numpy as np
-
     import slicer.util
 
     path = REPO / "Resources" / "SampleData" / "CervixTLPhantomCT.nrrd"
@@ -961,3 +962,25 @@ def test_the_sample_ct_is_a_pelvic_ct(slicer_env) -> None:  # noqa: ANN001
     assert storage.ReadData(node)
     arr = slicer.util.arrayFromVolume(node)
     assert arr.min() <= -1000 and arr.max() >= 300 and np.allclose(node.GetSpacing(), (4.0, 4.0, 5.0))
+
+
+@pytest.mark.slicer
+def test_errors_show_one_line_and_the_engine_log_under_details(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    """Defect 11: the message is one line; the engine's whole stderr is in the dialog's details."""
+    import mrml_harness
+
+    mrml_harness.make_slicer_env()
+    _install_slicer_stand_ins(monkeypatch, tmp_path)
+    import slicer.util
+
+    calls: list = []
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: calls.append((text, kw)))
+    sys.path.insert(0, str(MODULE_DIR))
+    from CervixTLLib.ui import showError
+
+    log = "loading model\nsliding window 3/8\ncervixtl: error: out of memory on cuda:0"
+    showError("Contouring did not complete", RuntimeError("out of memory on cuda:0"), details=log)
+    (text, kw), = calls
+    assert text == "Contouring did not complete:\n\nout of memory on cuda:0"
+    assert kw["detailedText"] == log and kw["windowTitle"] == "CervixTL"

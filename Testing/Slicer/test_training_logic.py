@@ -26,13 +26,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "CervixTLTraining"), str(REPO / "CervixTL")]
 
+from cervixtl.runner import parse_progress_line  # noqa: E402
+from cervixtl.splits import split_cases  # noqa: E402
 from CervixTLLib import contract  # noqa: E402
 from CervixTLLib.engine import EngineError, EngineProcess, EngineResult, run_engine  # noqa: E402
 from CervixTLTrainingLib import estimates  # noqa: E402
-from cervixtl.runner import parse_progress_line  # noqa: E402
-from cervixtl.splits import split_cases  # noqa: E402
-from CervixTLTrainingLib.verdict import (StructureComparison, classify, join_names,  # noqa: E402
-                                         verdict)
+from CervixTLTrainingLib.verdict import StructureComparison, classify, join_names, verdict  # noqa: E402
 
 
 # ============================================================================ pure logic (no Slicer)
@@ -188,7 +187,6 @@ def _ct_and_segmentation(scene, shape=(20, 30, 40), spacing=(2.0, 1.5, 3.0), shi
 @slicer_mark
 def test_nodes_are_written_voxel_exact_on_the_ct_grid(scene, tmp_path: Path) -> None:  # noqa: ANN001
     from cervixtl.io import read_image, read_segmentation
-
     from CervixTLLib import nodes
 
     vol, seg, arr, masks = _ct_and_segmentation(scene)
@@ -290,7 +288,6 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     real ``cervixtl models import`` (the panel's Import button)."""
     pytest.importorskip("slicer", reason="slicer-core (real MRML libraries) is not installed")
     from cervixtl.models.registry import Registry
-
     from CervixTLTrainingLib.logic import TrainingLogic
 
     root = tmp_path_factory.mktemp("tiny_registry")
@@ -421,10 +418,8 @@ def finetuned(tmp_path_factory: pytest.TempPathFactory) -> types.SimpleNamespace
     phantom = pytest.importorskip("cervixtl.phantom", reason="cervixtl.phantom (phantom generator) not available")
     _need("cases", "finetune")
     from cervixtl.cases import CaseLibrary
-
-    from CervixTLTrainingLib.logic import FinetuneRequest, TrainingLogic
-
     from cervixtl.models.registry import Registry
+    from CervixTLTrainingLib.logic import FinetuneRequest, TrainingLogic
 
     root = tmp_path_factory.mktemp("finetune")
     scene = _make_scene()
@@ -492,7 +487,6 @@ def test_cancel_keeps_the_active_model_and_resume_continues_the_curve(finetuned)
     it: the engine restarts from the checkpoint, the curve continues without duplicated steps, and the new
     version is registered (not activated)."""
     from cervixtl.models.registry import Registry
-
     from CervixTLTrainingLib.logic import FinetuneRequest
     from CervixTLTrainingLib.tables import table_rows
 

@@ -225,7 +225,7 @@ def test_scene_close_during_finetune_keeps_the_result_and_starts_the_comparison(
                                                                                  tmp_path: Path) -> None:
     """Defect 8: start a fine-tune from the panel, leave the module, close the scene; when the run ends the
     new scene's tables show the new version and the automatic comparison runs on the held-out case."""
-    ids = _library(tmp_path)
+    _library(tmp_path)
     monkeypatch.setenv("CERVIXTL_CASES_DIR", str(tmp_path / "cases"))
     monkeypatch.setenv("CERVIXTL_MODELS_DIR", str(tmp_path / "models"))
     panel = _panel(monkeypatch, tmp_path)

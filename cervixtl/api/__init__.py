@@ -9,11 +9,6 @@ are re-exported (lazily, so ``import cervixtl`` stays torch-free) from :mod:`cer
 
 from __future__ import annotations
 
-from typing import Any
+from ..reports import json_safe, report
 
-
-def report(command: str, data: dict[str, Any]) -> dict[str, Any]:
-    """``{"format": "cervixtl-<command>/1", **data}`` made JSON-safe (NaN/inf -> null, paths -> str)."""
-    from ..metrics import json_safe
-
-    return json_safe({"format": f"cervixtl-{command}/1", **data})
+__all__ = ["json_safe", "report"]

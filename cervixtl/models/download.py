@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tarfile
 import tempfile
 import urllib.error
@@ -254,8 +253,3 @@ def fetch_to_temp(source: str, sha256: str | None, workdir: str | os.PathLike) -
     if is_package_archive(target):
         return extract_package(target, Path(tempfile.mkdtemp(dir=work)))
     return target
-
-
-def remove_tree(path: str | os.PathLike) -> None:
-    """Delete a folder quietly."""
-    shutil.rmtree(path, ignore_errors=True)

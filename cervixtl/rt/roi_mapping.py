@@ -84,8 +84,3 @@ def canonical_name(roi_name: str, mapping: Mapping[str, str | None] | None = Non
                 return v
     s = structures.match_roi_name(roi_name)
     return s.name if s is not None else None
-
-
-def map_names(roi_names: list[str], mapping: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
-    """``{roi name: canonical name or None}`` for a list of ROI names."""
-    return {n: canonical_name(n, mapping) for n in roi_names}
