@@ -6,7 +6,8 @@ Pipeline of :func:`run_contour` = :func:`predict_labels` + :func:`build_targets`
 2. the card's intensity normalisation (:mod:`cervixtl.intensity`: HU window to 0..1, or nnU-Net's CT z-score);
 3. MONAI :func:`~monai.inferers.sliding_window_inference` with Gaussian blending (``overlap`` configurable;
    bf16/fp16 autocast on CUDA); CUDA out-of-memory retries with a smaller window batch, then on the CPU;
-4. labels: sigmoid > 0.5 per channel (overlapping labels) or softmax argmax;
+4. labels: sigmoid > 0.5 per channel (overlapping labels), softmax argmax, or both (``softmax+sigmoid``:
+   argmax over background + exclusive organs, sigmoid > 0.5 for the nested targets);
 5. clean-up on the model grid (:mod:`cervixtl.postprocess`: main connected component, holes);
 6. each mask back onto the CT's exact original grid (linear interpolation of the 0/1 mask, threshold 0.5);
 7. GTV ⊆ CTV; the PTV is the CTV grown by the protocol margin (:func:`cervixtl.margins.ptv_from_ctv`) when
@@ -32,8 +33,10 @@ from . import structures
 from .errors import BadInput, ModelError
 from .image import Image, reorient, resample_to_reference, resample_to_spacing
 from .progress import NULL_PROGRESS, Progress
+from .proposals import has_targets, needs_site_model, source_structures, to_structures
 from .segmentation import Segment, Segmentation
 from .structures import TARGETS
+from .tiling import _sliding_nnunet, from_network_axes, to_network_axes
 
 
 @dataclass
@@ -53,7 +56,7 @@ def check_model_for_contouring(card: Any) -> None:
     """
     names = [n.lower() for n in card.label_names]
     missing = [t for t in ("GTV", "CTV") if t.lower() not in names]
-    if missing:
+    if missing and not source_structures(card):
         raise ModelError(f"model {card.name}@{card.version} does not predict {' and '.join(missing)} "
                          f"(labels: {', '.join(card.label_names)}); it cannot be used for target contouring")
     if int(card.architecture["params"].get("in_channels", 1)) != 1:
@@ -101,6 +104,14 @@ def window_settings(card: Any, shape_zyx: Sequence[int], *, fast: bool, device: 
     batch 4.
     """
     roi = list(card.patch_size)  # the training patch: group/instance norms make larger windows unsafe
+    tiling = dict((getattr(card, "input", None) or {}).get("tiling") or {})
+    if tiling.get("style") == "nnunet":  # the source's own tiling (cervixtl.tiling); overlap = 1 - step
+        step = float(tiling.get("step", 0.5)) if overlap is None else 1.0 - float(overlap)
+        if not 0.0 < step <= 1.0:
+            raise BadInput(f"overlap {overlap} must be in [0, 1)")
+        return {"roi_size": roi, "overlap": 1.0 - step, "sw_batch_size": 1,
+                "tiling": {"style": "nnunet", "step": step, "sigma_scale": float(tiling.get("sigma_scale", 0.125)),
+                           "out_channels": int(card.architecture["params"]["out_channels"])}}
     ov = (0.0 if fast else 0.25) if overlap is None else float(overlap)
     if not 0.0 <= ov < 1.0:
         raise BadInput(f"overlap {ov} must be in [0, 1)")
@@ -119,17 +130,32 @@ def _n_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
 
 def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str, *, roi_size: Sequence[int],
                           overlap: float, sw_batch_size: int, device: torch.device,
-                          progress: Progress = NULL_PROGRESS) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Run the network over a normalised (z, y, x) volume; returns (probabilities [C, z, y, x] float32 on CPU,
-    run info: device used, batch size, warnings). Falls back on CUDA OOM: halve the batch, then CPU."""
+                          progress: Progress = NULL_PROGRESS, tiling: dict[str, Any] | None = None,
+                          cpu_bf16: bool = False, n_softmax: int | None = None
+                          ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Run the network over a normalised volume (in the network's axis order); returns (probabilities
+    [C, *volume.shape] float32 on CPU (:func:`activate`; ``n_softmax`` = :func:`softmax_channels` for
+    ``softmax+sigmoid``), run info: device used, batch size, warnings). ``tiling`` ``{"style": "nnunet",
+    "step", "sigma_scale"}`` tiles as nnU-Net does (:mod:`cervixtl.tiling`), else MONAI's sliding window with
+    ``overlap``. Falls back on CUDA OOM: halve the batch, then CPU."""
     from monai.inferers import sliding_window_inference
 
     info: dict[str, Any] = {"warnings": []}
-    n_win = _n_windows(volume.shape, roi_size, overlap)
+    nn_style = bool(tiling) and tiling.get("style") == "nnunet"
+    if nn_style:
+        from .tiling import n_tiles
+
+        n_win = n_tiles(volume.shape, roi_size, float(tiling["step"]))
+    else:
+        n_win = _n_windows(volume.shape, roi_size, overlap)
     dev, batch = device, sw_batch_size
     while True:
         try:
-            logits = _sliding(net, volume, roi_size, overlap, batch, dev, n_win, progress, sliding_window_inference)
+            if nn_style:
+                logits = _sliding_nnunet(net, volume, roi_size, tiling, batch, dev, progress, cpu_bf16)
+            else:
+                logits = _sliding(net, volume, roi_size, overlap, batch, dev, n_win, progress,
+                                  sliding_window_inference)
             break
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
@@ -145,9 +171,24 @@ def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str,
             info["warnings"].append(msg)
             progress("network", 0.0, msg, warning=msg)
     info.update({"device": str(dev), "sw_batch_size": batch, "windows": n_win})
-    logits = logits[0].float()
-    probs = torch.sigmoid(logits) if output == "sigmoid" else torch.softmax(logits, dim=0)
-    return probs.cpu(), info
+    return activate(logits[0].float(), output, n_softmax).cpu(), info
+
+
+def activate(logits: torch.Tensor, output: str, n_softmax: int | None = None) -> torch.Tensor:
+    """Probabilities of [C, ...] logits: sigmoid, softmax over channels, or (``softmax+sigmoid``) softmax over
+    the first ``n_softmax`` channels (background and exclusive organs) and sigmoid on the rest."""
+    if output == "sigmoid":
+        return torch.sigmoid(logits)
+    if output == "softmax" or n_softmax is None or n_softmax >= logits.shape[0]:
+        return torch.softmax(logits, dim=0)
+    return torch.cat([torch.softmax(logits[:n_softmax], dim=0), torch.sigmoid(logits[n_softmax:])], dim=0)
+
+
+def softmax_channels(card: Any) -> int | None:
+    """Output channels of the softmax group of a ``softmax+sigmoid`` card (background included), else None."""
+    if card.output != "softmax+sigmoid":
+        return None
+    return 1 + max((int(lab["channel"]) for lab in card.labels if lab.get("activation") == "softmax"), default=0)
 
 
 def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overlap: float, batch: int,
@@ -177,16 +218,18 @@ def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overl
     return torch.as_tensor(out).cpu()
 
 
-def probabilities_to_masks(probs: torch.Tensor, card: Any) -> dict[str, np.ndarray]:
-    """Label masks (z, y, x) by name: sigmoid channels > 0.5, or softmax argmax == channel."""
+def probabilities_to_masks(probs: torch.Tensor, card: Any, labels: Sequence[dict[str, Any]] | None = None
+                           ) -> dict[str, np.ndarray]:
+    """Label masks (z, y, x) by name: sigmoid channels > 0.5, softmax argmax == channel; for
+    ``softmax+sigmoid`` the argmax is over the softmax group only (:func:`softmax_channels`). ``labels``: the
+    card labels to decode (default all)."""
     masks: dict[str, np.ndarray] = {}
-    if card.output == "sigmoid":
-        for lab in card.labels:
-            masks[str(lab["name"])] = (probs[int(lab["channel"])] > 0.5).numpy()
-    else:
-        arg = torch.argmax(probs, dim=0).numpy()
-        for lab in card.labels:
-            masks[str(lab["name"])] = arg == int(lab["channel"])
+    n_soft = softmax_channels(card) if card.output == "softmax+sigmoid" else (
+        probs.shape[0] if card.output == "softmax" else 0)
+    arg = torch.argmax(probs[:n_soft], dim=0).numpy() if n_soft else None
+    for lab in (card.labels if labels is None else labels):
+        ch = int(lab["channel"])
+        masks[str(lab["name"])] = arg == ch if arg is not None and ch < n_soft else (probs[ch] > 0.5).numpy()
     return masks
 
 
@@ -197,6 +240,8 @@ def mask_to_reference(mask: Image, reference: Image) -> np.ndarray:
     m = np.asarray(mask.array, dtype=bool)
     if not m.any():
         return out
+    if mask.same_geometry(reference, tol=1e-6):  # the model ran on the CT's own grid: nothing to resample
+        return m.copy()
     zs, ys, xs = (np.flatnonzero(m.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
     lo = np.array([xs[0], ys[0], zs[0]], dtype=float) - 1.5
     hi = np.array([xs[-1], ys[-1], zs[-1]], dtype=float) + 1.5
@@ -241,14 +286,18 @@ def prepare_input(ct: Image, card: Any) -> tuple[np.ndarray, Image]:
 
     target = card.orientation if hasattr(card, "orientation") else "LPS"
     oriented = ct if ct.orientation_code() == target else reorient(ct, target)
-    work = resample_to_spacing(oriented, card.spacing_mm, default=-1024.0)
+    if np.allclose(oriented.spacing, card.spacing_mm, rtol=0, atol=1e-6):
+        work = oriented  # already on the model spacing: no interpolation (keeps exact values, e.g. 0 HU)
+    else:
+        work = resample_to_spacing(oriented, card.spacing_mm, default=-1024.0)
     vol = apply_intensity(work.array, card.intensity)
     return vol, work.with_array(np.broadcast_to(np.uint8(0), work.array.shape))
 
 
 def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | torch.device = "auto",
                    overlap: float | None = None, fast: bool = False, progress: Progress | None = None,
-                   sw_batch_size: int | None = None, postprocess: bool = True) -> LabelPrediction:
+                   sw_batch_size: int | None = None, postprocess: bool = True,
+                   as_structures: bool = False, cpu_bf16: bool = False) -> LabelPrediction:
     """Every label of the model on the CT's exact grid: :func:`prepare_input`, the sliding window
     (:func:`window_settings`), threshold / argmax, the post-processing of :mod:`cervixtl.postprocess`
     (components, holes, nesting, sides; on the model grid) and each mask back to the CT grid.
@@ -259,6 +308,10 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; overlap: window overlap 0..1 (None: 0.25, 0 with
             ``fast``); sw_batch_size: windows per network call (default from the setting).
         postprocess: apply the production post-processing (default True).
+        as_structures: return the CervixTL structures a source model proposes (``urinary_bladder`` ->
+            ``Bladder``, colon + small bowel -> ``Bowel``; :func:`to_structures`) instead of its own labels.
+        cpu_bf16: run nnU-Net-tiled source networks under bfloat16 autocast on the CPU (faster on CPUs with
+            AVX512-BF16/AMX; check agreement with ``benchmarks/bench_sources.py``).
 
     Raises:
         BadInput: bad device / overlap; Cancelled: on request.
@@ -276,9 +329,18 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
     if sw_batch_size:
         ws["sw_batch_size"] = int(sw_batch_size)
     progress("network", 0.0, f"sliding window {ws['roi_size']} on {dev}")
-    probs, run = predict_probabilities(net, vol, card.output, device=dev, progress=progress, **ws)
+    order = getattr(card, "axis_order", "zyx")
+    probs, run = predict_probabilities(net, to_network_axes(vol, order), card.output, device=dev,
+                                       progress=progress, cpu_bf16=cpu_bf16, n_softmax=softmax_channels(card),
+                                       **ws)
+    probs = from_network_axes(probs, order)
     del vol
-    masks = probabilities_to_masks(probs, card)
+    if as_structures:
+        wanted = {n for names in source_structures(card).values() for n in names}
+        masks = to_structures(probabilities_to_masks(probs, card, [lab for lab in card.labels
+                                                                   if lab["name"] in wanted]), card)
+    else:
+        masks = probabilities_to_masks(probs, card)
     del probs
     timing["network_s"] = time.perf_counter() - t
 
@@ -287,14 +349,15 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
         progress("post-process", 0.0, "connected components, holes, nesting, sides")
         from .postprocess import postprocess as _postprocess
 
-        masks = _postprocess(masks, lps=work_grid.orientation_code() == "LPS")
+        masks = _postprocess(masks, orientation=work_grid.orientation_code())
     out: dict[str, np.ndarray] = {}
     for i, name in enumerate(list(masks)):
         progress("post-process", 0.1 + 0.6 * i / max(1, len(masks)), f"{name} to the CT grid")
         out[name] = mask_to_reference(work_grid.with_array(masks.pop(name)), ct)
     timing["postprocess_s"] = time.perf_counter() - t
     run.update({"sliding_window": {"roi_size": ws["roi_size"], "overlap": ws["overlap"],
-                                   "sw_batch_size": run["sw_batch_size"], "windows": run["windows"]},
+                                   "sw_batch_size": run["sw_batch_size"], "windows": run["windows"],
+                                   "style": (ws.get("tiling") or {}).get("style", "monai")},
                 "timing_s": timing})
     grid = ct.with_array(np.broadcast_to(np.uint8(0), ct.array.shape))
     return LabelPrediction(out, grid, run)
@@ -351,10 +414,14 @@ def run_contour(ct: Image, card: Any, net: torch.nn.Module, *, device: str | tor
     """
     progress = progress or NULL_PROGRESS
     check_model_for_contouring(card)
+    targets = has_targets(card)
     pred = predict_labels(ct, card, net, device=device, overlap=overlap, fast=fast, progress=progress,
-                          sw_batch_size=sw_batch_size)
+                          sw_batch_size=sw_batch_size, as_structures=not targets)
     t = time.perf_counter()
-    masks, ptv_info = build_targets(pred, card, ptv_mm=ptv_mm, progress=progress)
+    if targets:
+        masks, ptv_info = build_targets(pred, card, ptv_mm=ptv_mm, progress=progress)
+    else:  # a source model (e.g. TotalSegmentator): zero-shot organ proposals only
+        masks, ptv_info = pred.masks, {"source": None, "margin_mm": None}
     timing = pred.run["timing_s"]
     timing["postprocess_s"] += time.perf_counter() - t
     warn = list(pred.run.get("warnings", []))
@@ -362,13 +429,18 @@ def run_contour(ct: Image, card: Any, net: torch.nn.Module, *, device: str | tor
     for s in seg.segments:
         if s.name in TARGETS and s.voxels == 0:
             warn.append(f"{s.name} is empty")
+    missing = needs_site_model(card)
+    if not targets:
+        warn.append(f"model {card.spec} is a source model: organ proposals only; {', '.join(missing)} need a "
+                    "site model (fine-tune one from this source with `cervixtl finetune`)")
     summary = {
         "model": {"name": card.name, "version": card.version, "sha256": card.weights.get("sha256"),
                   "architecture": card.architecture.get("name"), "output": card.output},
         "device": pred.run["device"], "fast": bool(fast),
         "sliding_window": pred.run["sliding_window"],
         "model_spacing_mm": list(card.spacing_mm),
-        "ptv": ptv_info,
+        "ptv": ptv_info, "mode": "targets" if targets else "organs",
+        "needs_site_model": missing,
         "grid": {k: v for k, v in ct.copy_geometry().items() if k in ("size", "spacing_mm", "orientation")},
         "structures": seg.summary(),
         "timing_s": {k: round(v, 3) for k, v in timing.items()},

@@ -7,7 +7,11 @@ A spec is the dict ``card.input["intensity"]``:
   demo model's rule; the default for cards without an ``intensity`` entry, built from ``input.window_hu``);
 * ``{"kind": "ct_zscore", "clip_hu": [lo, hi], "mean": m, "std": s}``: nnU-Net's CT normalisation: clip HU to
   the 0.5 / 99.5 percentiles of the training foreground, then ``(x - mean) / std`` with the foreground's mean
-  and standard deviation (HU).
+  and standard deviation (HU);
+* ``{"kind": "monai_normalize_scale", "nonzero": true, "minv": -1, "maxv": 1}``: a MONAI bundle's
+  ``NormalizeIntensityd`` (z-score with this image's own mean and standard deviation, over its non-zero voxels
+  when ``nonzero``; zero voxels stay 0) then ``ScaleIntensityd`` (min-max rescaling of the whole image to
+  [minv, maxv]), as MONAI's ``wholeBody_ct_segmentation`` bundle preprocesses (after resampling).
 
 Arrays are any shape (usually (z, y, x)); values are HU; outputs are float32.
 """
@@ -23,7 +27,7 @@ from .errors import ModelError
 __all__ = ["KINDS", "window_spec", "spec_from_input", "check_spec", "apply_intensity", "ct_zscore_spec",
            "foreground_statistics"]
 
-KINDS = ("window", "ct_zscore")
+KINDS = ("window", "ct_zscore", "monai_normalize_scale")
 
 
 def window_spec(window_hu: Iterable[float]) -> dict[str, Any]:
@@ -56,6 +60,8 @@ def check_spec(spec: Any) -> None:
         if spec["kind"] == "window":
             lo, hi = (float(v) for v in spec["window_hu"])
             ok = lo < hi
+        elif spec["kind"] == "monai_normalize_scale":
+            ok = float(spec["minv"]) < float(spec["maxv"]) and isinstance(spec.get("nonzero", False), bool)
         else:
             lo, hi = (float(v) for v in spec["clip_hu"])
             ok = lo < hi and float(spec["std"]) > 0 and np.isfinite(float(spec["mean"]))
@@ -80,7 +86,23 @@ def apply_intensity(array: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
         out -= float(spec["mean"])
         out *= 1.0 / max(float(spec["std"]), 1e-8)
         return out
+    if spec["kind"] == "monai_normalize_scale":
+        return _normalize_scale(out, bool(spec.get("nonzero", False)), float(spec["minv"]), float(spec["maxv"]))
     raise ModelError(f"intensity kind {spec.get('kind')!r} is not one of {', '.join(KINDS)}")
+
+
+def _normalize_scale(out: np.ndarray, nonzero: bool, minv: float, maxv: float) -> np.ndarray:
+    sel = out != 0 if nonzero else np.ones(out.shape, bool)
+    if sel.any():
+        vals = out[sel]
+        mean, std = float(vals.mean(dtype=np.float64)), float(vals.std(dtype=np.float64))
+        out[sel] = (vals - mean) / (std if std > 0 else 1.0)
+    lo, hi = float(out.min()), float(out.max())
+    if hi > lo:
+        out -= lo
+        out *= (maxv - minv) / (hi - lo)
+        out += minv
+    return out
 
 
 def foreground_statistics(arrays: Iterable[np.ndarray], masks: Iterable[np.ndarray], *,

@@ -44,7 +44,7 @@ def test_prepare_case_keeps_volumes(cases):
     card = tiny_card()
     _, ct, seg = cases[0]
     pc = prepare_case(ct, seg, card, "p0")
-    assert pc.image.dtype == np.float32 and 0.0 <= pc.image.min() and pc.image.max() <= 1.0
+    assert pc.image.dtype == np.float32 and 0.0 <= pc.image.min() and pc.image.max() <= 1.0  # window card
     assert pc.labels.shape[0] == 5 and pc.missing == []
     for c, name in enumerate(card.label_names):
         vol_model = pc.labels[c].sum() * 8.0 ** 3 / 1000
@@ -80,23 +80,20 @@ def test_augment_is_anatomy_safe():
         left = torch.nonzero(yi[0, 0])[:, 2].float().mean()
         right = torch.nonzero(yi[0, 1])[:, 2].float().mean()
         assert left > 8 > right
-        flipped += int(xi[0, 0, 4, 8, 13] > 0.7)  # the brighter structure now sits on the left side
+        flipped += int(xi[0, 0, 4, 8, 13] > xi[0, 0, 4, 8, 2])  # the brighter structure now sits on the left
     assert 5 < flipped < 25
 
 
 def test_uncontoured_structure_is_left_out_of_the_loss():
-    """A structure a case does not contour must not be trained as background."""
-    from cervixtl.training import make_loss, masked_loss
+    """A structure a case does not contour must not be trained as background (sigmoid): zero gradient."""
+    from cervixtl.training import make_loss
 
     loss_fn = make_loss("sigmoid")
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 4, 8, 8, requires_grad=True)
     y = (torch.rand(2, 3, 4, 8, 8) > 0.5).float()
     y[1, 2] = -1.0  # case 2 did not contour structure 3
-    loss = masked_loss(loss_fn, logits, y, y, "sigmoid")
-    expected = torch.stack([loss_fn(logits[:, 0:1], y[:, 0:1]), loss_fn(logits[:, 1:2], y[:, 1:2]),
-                            loss_fn(logits[0:1, 2:3], y[0:1, 2:3])]).mean()
-    assert torch.allclose(loss, expected)
+    loss = loss_fn(logits, y)
     loss.backward()
     assert logits.grad[1, 2].abs().sum() == 0 and logits.grad[0, 2].abs().sum() > 0
     # a case missing a structure -> that channel is UNKNOWN in the prepared case

@@ -69,46 +69,112 @@ def import_model(source: str, *, sha256: str | None = None, name: str | None = N
             architecture (``wholeBody_ct_segmentation`` or a model card JSON giving architecture/labels/input).
         activate: make the imported version active.
 
+    Also a source model: an nnU-Net v2 trained-model folder, ``totalsegmentator:<task>``, a MONAI bundle, or a
+    catalogue entry of one of those kinds (:mod:`cervixtl.models.sources`).
+
     Returns:
-        The ``cervixtl-models-import/1`` report: spec, name, version, kind (``package`` or ``checkpoint``),
-        activated, tensors (checkpoint: loaded / reinitialised / skipped counts; null for a package).
+        The ``cervixtl-models-import/1`` report: spec, name, version, kind (``package``, ``checkpoint``,
+        ``source`` or ``catalogue-source``), activated, detail (one line on what it is), tensors (checkpoint:
+        loaded / reinitialised / skipped counts; null otherwise).
 
     Raises:
         BadInput: nothing at ``source``; ModelError: hash mismatch or an invalid package.
     """
     from ..atomic import sweep_stale, temp_prefix
     from ..models import download as dl
-    from ..models.package import sha256_file
 
     reg = _registry(models_dir)
     src, sha = source, sha256
+    from ..models.sources import source_kind
+
+    if source_kind(src):
+        card, detail = _import_source(reg, src, name=name, version=version, activate=activate)
+        return _import_report(card, "source", activate, detail)
     entry = None if (dl.is_url(src) or Path(src).exists()) else dl.catalogue_entry(src)
+    if entry is not None and entry.get("kind") not in (None, "cervixtl-package"):
+        card, detail = _import_catalogue_source(reg, entry, name=name, version=version, activate=activate)
+        return _import_report(card, "catalogue-source", activate, detail)
     if entry is not None:
         src, sha = dl.resolve_catalogue_source(entry), sha or entry.get("sha256")
     reg.root.mkdir(parents=True, exist_ok=True)
     sweep_stale(reg.root)  # what an import killed outright (SIGKILL) left behind
     with tempfile.TemporaryDirectory(prefix=temp_prefix("import"), dir=reg.root) as work:
-        if dl.is_url(src):
-            local = dl.fetch_to_temp(src, sha, work)
-        else:
-            p = Path(src)
-            if not p.exists():
-                raise BadInput(f"{src}: no such file, folder, URL or catalogue model")
-            if sha and p.is_file() and sha256_file(p) != sha.strip().lower():
-                raise ModelError(f"{p}: SHA-256 does not match --sha256; not imported")
-            if p.is_file() and not dl.is_package_archive(p):
-                dl.check_import_file(p)  # empty, text, or an archive without model.json: say what it is
-            local = dl.extract_package(p, Path(work) / "x") if p.is_file() and dl.is_package_archive(p) else p
-        tensors = None
+        local = _local_package(src, sha, Path(work))
         if local.is_dir():
             _check_package_hash(local, src, sha if not dl.is_url(src) else None)
-            card = reg.add(local, activate=activate)
-        else:
-            card, tensors = _import_checkpoint(reg, local, Path(work), name=name, version=version, arch=arch,
-                                               activate=activate)
-    return report("models-import", {"spec": card.spec, "name": card.name, "version": card.version,
-                                    "kind": "package" if tensors is None else "checkpoint",
-                                    "activated": bool(activate), "tensors": tensors})
+            return _import_report(reg.add(local, activate=activate), "package", activate, "")
+        card, tensors = _import_checkpoint(reg, local, Path(work), name=name, version=version, arch=arch,
+                                           activate=activate)
+    return _import_report(card, "checkpoint", activate, "source model from checkpoint", tensors)
+
+
+def _import_report(card: ModelCard, kind: str, activate: bool, detail: str,
+                   tensors: dict[str, int] | None = None) -> dict[str, Any]:
+    return report("models-import", {"spec": card.spec, "name": card.name, "version": card.version, "kind": kind,
+                                    "activated": bool(activate), "detail": detail, "tensors": tensors})
+
+
+def _local_package(src: str, sha: str | None, work: Path) -> Path:
+    """The package folder (or checkpoint file) of ``src``: downloaded, unpacked or as it is."""
+    from ..models import download as dl
+    from ..models.package import sha256_file
+
+    if dl.is_url(src):
+        return dl.fetch_to_temp(src, sha, work)
+    p = Path(src)
+    if not p.exists():
+        raise BadInput(f"{src}: no such file, folder, URL or catalogue model")
+    if sha and p.is_file() and sha256_file(p) != sha.strip().lower():
+        raise ModelError(f"{p}: SHA-256 does not match --sha256; not imported")
+    if p.is_file() and not dl.is_package_archive(p):
+        dl.check_import_file(p)  # empty, text, or an archive without model.json: say what it is
+    return dl.extract_package(p, work / "x") if p.is_file() and dl.is_package_archive(p) else p
+
+
+def _import_source(reg: Registry, src: str, *, name: str | None, version: str | None,
+                   activate: bool) -> tuple[ModelCard, str]:
+    """An nnU-Net v2 folder, ``totalsegmentator:<task>`` or a MONAI bundle as a registered source model."""
+    from ..atomic import temp_prefix
+    from ..models.sources import default_name, import_source, source_kind
+
+    kind = source_kind(src)
+    name = name or default_name(src, kind)
+    reg.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("import"), dir=reg.root) as work:
+        pkg, _ = import_source(src, Path(work) / "pkg", name=name, version=version or reg.next_version(name),
+                               kind=kind)
+        card = reg.add(pkg, activate=activate)
+    return card, f"{kind} source: {len(card.labels)} classes, {card.architecture['name']}"
+
+
+def _import_catalogue_source(reg: Registry, entry: dict[str, Any], *, name: str | None, version: str | None,
+                             activate: bool) -> tuple[ModelCard, str]:
+    """A catalogue entry that is not a CervixTL package: downloaded (resumable), converted, registered."""
+    import shutil
+
+    from ..atomic import temp_prefix
+    from ..models.sources.catalogue import import_catalogue_source
+
+    name = name or str(entry["name"])
+    reg.root.mkdir(parents=True, exist_ok=True)
+    work = reg.root / f".download-{entry['name']}"  # kept on failure or cancel, so a rerun resumes
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("import"), dir=reg.root) as tmp:
+        pkg, rep = import_catalogue_source(entry, work, Path(tmp) / "pkg", name=name,
+                                           version=version or reg.next_version(name))
+        card = reg.add(pkg, activate=activate)
+    shutil.rmtree(work, ignore_errors=True)
+    return card, f"{entry['kind']}, {rep['trust']}: SHA-256 {rep['download_sha256']}"
+
+
+def list_sources() -> dict[str, Any]:
+    """Source models installed on this computer (TotalSegmentator weights) with their classes.
+
+    Returns:
+        The ``cervixtl-models-sources/1`` report: ``sources`` [{spec, dataset, folder, classes, error}].
+    """
+    from ..models.sources import list_sources as find_sources
+
+    return report("models-sources", {"sources": find_sources()})
 
 
 def _check_package_hash(package: Path, src: str, sha: str | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ..api.models import import_model, list_models, show_model
+from ..api.models import import_model, list_models, list_sources, show_model
 from ._common import add_action, add_json_arg, print_json
 
 if TYPE_CHECKING:
@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("spec", metavar="NAME[@VER]")
     add_json_arg(sp, "the whole card (cervixtl-models-show/1)")
     sp.set_defaults(func=run_show)
-    sp = add("import", "import a model package (folder, .zip/.tar.gz, URL, or a name from Resources/Models.json) "
-                       "or a MONAI checkpoint (.pt/.pth/.safetensors, with --name) as a source model")
+    sp = add("import", "import a model package (folder, .zip/.tar.gz, URL, or a name from Resources/Models.json), "
+                       "a source model (an nnU-Net v2 trained-model folder, totalsegmentator:<task>, a MONAI bundle "
+                       "folder or zip) or a MONAI checkpoint (.pt/.pth/.safetensors, with --name)")
     sp.add_argument("source", metavar="PATH_OR_URL")
     sp.add_argument("--sha256", default=None, help="expected SHA-256 of the downloaded/imported file")
     sp.add_argument("--name", default=None, help="name for an imported checkpoint (source model)")
@@ -43,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--activate", action="store_true", help="make the imported version active")
     add_json_arg(sp, "what was imported (cervixtl-models-import/1)")
     sp.set_defaults(func=run_import)
+    sp = add("sources", "list source models installed on this computer (TotalSegmentator weights) with classes")
+    add_json_arg(sp, "the source models (cervixtl-models-sources/1)")
+    sp.set_defaults(func=run_sources)
     sp = add("activate", "make a version active")
     sp.add_argument("spec", metavar="NAME[@VER]")
     sp.set_defaults(func=run_activate)
@@ -108,9 +112,23 @@ def run_import(args: argparse.Namespace) -> int:
     elif rep["tensors"] is not None:
         t = rep["tensors"]
         print(f"tensors: {t['loaded']} loaded, {t['reinitialised']} re-initialised, {t['skipped']} skipped")
-        print(f"imported {rep['spec']} (source model from checkpoint)")
+        print(f"imported {rep['spec']} ({rep['detail']})")
     else:
-        print(f"imported {rep['spec']}")
+        print(f"imported {rep['spec']}" + (f" ({rep['detail']})" if rep["detail"] else ""))
+    return 0
+
+
+def run_sources(args: argparse.Namespace) -> int:
+    rep = list_sources()
+    if args.json:
+        print_json(rep)
+        return 0
+    if not rep["sources"]:
+        print("no source models found (TotalSegmentator weights: $TOTALSEG_WEIGHTS_PATH, "
+              "$TOTALSEG_HOME_DIR/nnunet/results, ~/.totalsegmentator/nnunet/results)")
+    for r in rep["sources"]:
+        status = f"error: {r['error']}" if r.get("error") else f"{len(r['classes'])} classes: {', '.join(r['classes'])}"
+        print(f"{r['spec']:<24} {r['dataset']}  {status}")
     return 0
 
 

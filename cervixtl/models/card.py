@@ -21,8 +21,11 @@ from ..errors import ModelError
 from ..intensity import check_spec, spec_from_input
 
 SCHEMA = "cervixtl-model-card/1"
-ARCHITECTURES = ("SegResNet", "DynUNet", "UNet", "SwinUNETR")
-OUTPUTS = ("sigmoid", "softmax")
+ARCHITECTURES = ("SegResNet", "DynUNet", "UNet", "SwinUNETR", "nnUNet")
+#: Array axis orders a network may see: any permutation of the (z, y, x) array axes ("zyx" = as stored).
+AXIS_ORDERS = ("zyx", "zxy", "yzx", "yxz", "xzy", "xyz")
+OUTPUTS = ("sigmoid", "softmax", "softmax+sigmoid")
+ACTIVATIONS = ("softmax", "sigmoid")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -81,14 +84,16 @@ class ModelCard:
         if not isinstance(arch.get("params"), dict):
             raise ModelError(f"model {self.name}: architecture.params must be a dict of MONAI constructor arguments")
         if self.output not in OUTPUTS:
-            raise ModelError(f"model {self.name}: output {self.output!r} must be 'sigmoid' or 'softmax'")
+            raise ModelError(f"model {self.name}: output {self.output!r} must be one of {', '.join(OUTPUTS)}")
         if not self.labels:
             raise ModelError(f"model {self.name}: the card lists no labels")
         channels = [int(lab.get("channel", -1)) for lab in self.labels]
         if len(set(channels)) != len(channels) or min(channels) < 0:
             raise ModelError(f"model {self.name}: label channels {channels} must be distinct non-negative integers")
-        if self.output == "softmax" and 0 in channels:
+        if self.output != "sigmoid" and 0 in channels:
             raise ModelError(f"model {self.name}: softmax output keeps channel 0 for background, not a label")
+        if self.output == "softmax+sigmoid":
+            self._validate_groups()
         out_ch = arch["params"].get("out_channels")
         if out_ch is not None and max(channels) >= int(out_ch):
             raise ModelError(f"model {self.name}: label channel {max(channels)} >= out_channels {out_ch}")
@@ -105,11 +110,30 @@ class ModelCard:
             raise ModelError(f"model {self.name}: input.window_hu must be [low, high] HU with low < high")
         if self.input.get("orientation", "LPS") not in ("LPS", "RAS"):
             raise ModelError(f"model {self.name}: input.orientation must be 'LPS' or 'RAS'")
-        if self.input.get("axis_order", "zyx") not in ("zyx", "xyz"):
-            raise ModelError(f"model {self.name}: input.axis_order must be 'zyx' or 'xyz'")
+        if self.input.get("axis_order", "zyx") not in AXIS_ORDERS:
+            raise ModelError(f"model {self.name}: input.axis_order must be one of {', '.join(AXIS_ORDERS)}")
         ps = self.input.get("patch_size")
         if not (isinstance(ps, (list, tuple)) and len(ps) == 3 and all(int(p) > 0 for p in ps)):
             raise ModelError(f"model {self.name}: input.patch_size must be 3 positive voxel counts (z, y, x)")
+
+    def _validate_groups(self) -> None:
+        """softmax+sigmoid: every label says its activation; softmax labels on channels 1..K, sigmoid after."""
+        acts = [lab.get("activation") for lab in self.labels]
+        if any(a not in ACTIVATIONS for a in acts):
+            raise ModelError(f"model {self.name}: every label of a softmax+sigmoid output needs \"activation\": "
+                             "\"softmax\" or \"sigmoid\"")
+        soft = sorted(int(lab["channel"]) for lab in self.labels if lab["activation"] == "softmax")
+        sig = [int(lab["channel"]) for lab in self.labels if lab["activation"] == "sigmoid"]
+        if soft != list(range(1, len(soft) + 1)) or (sig and min(sig) <= len(soft)):
+            raise ModelError(f"model {self.name}: softmax+sigmoid needs softmax labels on channels 1..K and the "
+                             "sigmoid labels after them")
+
+    def activation(self, name: str) -> str | None:
+        """``"softmax"`` or ``"sigmoid"``: how label ``name`` is decoded (None if the card lacks it)."""
+        lab = self.label(name)
+        if lab is None:
+            return None
+        return self.output if self.output != "softmax+sigmoid" else str(lab["activation"])
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -129,7 +153,7 @@ class ModelCard:
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
-        """Sliding-window patch in voxels, (z, y, x)."""
+        """Sliding-window patch in voxels, in the network's axis order (:attr:`axis_order`; default (z, y, x))."""
         return tuple(int(p) for p in self.input["patch_size"])  # type: ignore[return-value]
 
     @property
@@ -139,7 +163,7 @@ class ModelCard:
             lo, hi = self.input["window_hu"]
         else:
             spec = self.intensity
-            lo, hi = spec.get("window_hu") or spec.get("clip_hu")
+            lo, hi = spec.get("window_hu") or spec.get("clip_hu") or (-1000.0, 1000.0)  # display default
         return float(lo), float(hi)
 
     @property
@@ -154,13 +178,18 @@ class ModelCard:
 
     @property
     def axis_order(self) -> str:
-        """Array axis order the network sees: ``"zyx"`` (default) or ``"xyz"``."""
+        """Array axis order the network sees: ``"zyx"`` (default), ``"xyz"`` (MONAI bundles) or another
+        permutation (nnU-Net's ``transpose_forward``); ``patch_size`` is given in this order."""
         return str(self.input.get("axis_order", "zyx"))
 
     def label(self, name: str) -> dict[str, Any] | None:
-        """The label entry called ``name`` (case-insensitive), or None."""
+        """The label entry called ``name`` (case-insensitive), else the first source label proposing the
+        CervixTL structure ``name`` (its ``structure`` entry, e.g. ``urinary_bladder`` for ``Bladder``), or None."""
         for lab in self.labels:
             if str(lab["name"]).lower() == name.lower():
+                return lab
+        for lab in self.labels:
+            if str(lab.get("structure") or "").lower() == name.lower():
                 return lab
         return None
 

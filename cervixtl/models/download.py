@@ -33,47 +33,77 @@ def is_url(text: str) -> bool:
 
 
 def download(url: str, dest: str | os.PathLike, sha256: str | None = None, *, timeout_s: float = 60.0,
-             progress: Callable[[int, int | None], None] | None = None) -> Path:
-    """Download ``url`` to ``dest`` atomically, verifying the SHA-256 when given.
+             progress: Callable[[int, int | None], None] | None = None, cancel: Callable[[], bool] | None = None,
+             resume: bool = True, md5: str | None = None) -> Path:
+    """Download ``url`` to ``dest``, resumable, verifying the SHA-256 (and/or a publisher's MD5) when given.
+
+    The bytes go to ``<dest>.part`` beside the destination; a later call resumes it with an HTTP range
+    request (a server that ignores the range restarts it). Only a complete, verified file is renamed to
+    ``dest``.
 
     Args:
         url: ``http(s)://`` or ``file://`` address.
-        dest: destination file (replaced only after a complete, verified download).
-        sha256: expected hex digest (case-insensitive); a mismatch deletes the download.
+        dest: destination file.
+        sha256, md5: expected hex digests (case-insensitive); a mismatch deletes the download.
         timeout_s: socket timeout in seconds.
-        progress: called with (bytes received, total bytes or None).
+        progress: called with (bytes received so far, total bytes or None).
+        cancel: polled between blocks; when it returns True the download stops (``.part`` kept for resuming).
+        resume: continue an existing ``.part`` file (default).
 
     Raises:
-        BadInput: unreachable URL / HTTP error; ModelError: SHA-256 mismatch.
+        BadInput: unreachable URL / HTTP error / incomplete; ModelError: hash mismatch; Cancelled: on request.
     """
+    from ..errors import Cancelled
+
     if not is_url(url):
         raise BadInput(f"{url}: not an http(s):// or file:// address")
     dest = Path(dest)
-    h = hashlib.sha256()
-    with atomic_path(dest) as tmp:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(tmp, "wb") as out:  # noqa: S310
-                total = resp.headers.get("Content-Length") if hasattr(resp, "headers") else None
-                total_i = int(total) if total and str(total).isdigit() else None
-                got = 0
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if (resume and part.is_file()) else 0
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310
+            if have and getattr(resp, "status", None) != 206:
+                have = 0  # the server sent the whole file
+            length = resp.headers.get("Content-Length") if hasattr(resp, "headers") else None
+            total = int(length) + have if length and str(length).isdigit() else None
+            got = have
+            with open(part, "ab" if have else "wb") as out:
                 for block in iter(lambda: resp.read(CHUNK), b""):
                     out.write(block)
-                    h.update(block)
                     got += len(block)
                     if progress is not None:
-                        progress(got, total_i)
-            if total_i is not None and got != total_i:
-                raise BadInput(f"{url}: download incomplete ({got} of {total_i} bytes)")
-        except urllib.error.HTTPError as exc:
-            raise BadInput(f"{url}: HTTP error {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise BadInput(f"{url}: download failed ({reason})") from None
-        digest = h.hexdigest()
-        if sha256 and digest != sha256.strip().lower():
-            raise ModelError(f"{url}: SHA-256 {digest[:12]}... does not match the expected {sha256[:12]}...; "
-                             "download discarded")
+                        progress(got, total)
+                    if cancel is not None and cancel():
+                        raise Cancelled(f"{url}: download cancelled at {got} bytes ({part.name} kept to resume)")
+        if total is not None and got != total:
+            raise BadInput(f"{url}: download incomplete ({got} of {total} bytes); run again to resume")
+    except urllib.error.HTTPError as exc:
+        raise BadInput(f"{url}: HTTP error {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BadInput(f"{url}: download failed ({reason}); run again to resume") from None
+    _verify_hashes(part, url, sha256=sha256, md5=md5)
+    os.replace(part, dest)
     return dest
+
+
+def _verify_hashes(path: Path, url: str, *, sha256: str | None, md5: str | None) -> str:
+    """Hash ``path`` (SHA-256, plus MD5 when expected); delete it and raise ModelError on a mismatch.
+    Returns the SHA-256 (recorded on first use where no hash is published)."""
+    h, m = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            h.update(block)
+            if md5:
+                m.update(block)
+    for name, want, got in (("SHA-256", sha256, h.hexdigest()), ("MD5", md5, m.hexdigest())):
+        if want and got != want.strip().lower():
+            path.unlink(missing_ok=True)
+            raise ModelError(f"{url}: {name} {got[:12]}... does not match the expected {want[:12]}...; "
+                             "download discarded")
+    return h.hexdigest()
 
 
 def extract_package(archive: str | os.PathLike, into: str | os.PathLike) -> Path:
@@ -179,9 +209,10 @@ def catalogue_path() -> Path:
     return resources_dir() / "Models.json"
 
 
-def read_catalogue(path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """Entries of the model catalogue (name, version, url, sha256, bytes, description); ``file:`` URLs are
-    relative to the ``Resources`` folder."""
+def read_catalogue(path: str | os.PathLike | None = None, *, include_all: bool = False) -> list[dict[str, Any]]:
+    """Entries of the model catalogue (name, version, url, sha256, bytes, description, licence, hash, trust,
+    ...; see ``Resources/schemas/cervixtl-model-catalogue.schema.json``); ``file:`` URLs are relative to the
+    ``Resources`` folder. Entries not offered by default (non-commercial weights) only with ``include_all``."""
     p = Path(path) if path else catalogue_path()
     if not p.exists():
         return []
@@ -189,7 +220,8 @@ def read_catalogue(path: str | os.PathLike | None = None) -> list[dict[str, Any]
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{p}: unreadable model catalogue ({exc})") from None
-    return list(data.get("models", []))
+    models = list(data.get("models", []))
+    return models if include_all else [e for e in models if e.get("offered_by_default", True)]
 
 
 def catalogue_entry(name: str, path: str | os.PathLike | None = None) -> dict[str, Any] | None:

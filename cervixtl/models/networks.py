@@ -1,7 +1,12 @@
-"""Networks built from a model card: MONAI ``SegResNet``, ``DynUNet``, ``UNet`` and ``SwinUNETR``.
+"""Networks built from a model card: MONAI ``SegResNet``, ``DynUNet``, ``UNet`` and ``SwinUNETR``, and
+nnU-Net v2's U-Nets (``nnUNet``: ``PlainConvUNet`` / ``ResidualEncoderUNet`` of ``dynamic_network_architectures``,
+the package nnU-Net itself builds its networks with).
 
-The card's ``architecture.params`` are passed unchanged to the MONAI constructor (``spatial_dims``,
-``in_channels``, ``out_channels``, ...). Networks take tensors shaped [batch, channel, z, y, x].
+For MONAI networks the card's ``architecture.params`` are passed unchanged to the constructor (``spatial_dims``,
+``in_channels``, ``out_channels``, ...). For ``nnUNet`` they are ``{"network_class", "in_channels",
+"out_channels", "arch_kwargs"}`` as in an nnU-Net ``plans.json`` (operator names such as
+``"torch.nn.modules.conv.Conv3d"`` are resolved from a fixed allow-list, never imported by name). Networks take
+tensors shaped [batch, channel, *the card's axis order*] (``input.axis_order``, default (z, y, x)).
 """
 
 from __future__ import annotations
@@ -35,11 +40,15 @@ def _classes() -> dict[str, type]:
 
 
 def build_from_params(arch_name: str, params: dict[str, Any]) -> torch.nn.Module:
-    """Build MONAI network ``arch_name`` with constructor arguments ``params``.
+    """Build network ``arch_name`` (a MONAI class name, or ``"nnUNet"``) with constructor arguments ``params``.
 
     Raises:
         ModelError: unknown architecture, unknown or invalid argument.
     """
+    if arch_name == "nnUNet":
+        from .nnunet_net import build_nnunet
+
+        return build_nnunet(params)
     classes = _classes()
     cls = classes.get(arch_name)
     if cls is None:

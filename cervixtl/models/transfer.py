@@ -152,6 +152,9 @@ _ENCODER_PATTERNS = {
     "SegResNet": (r"^convInit\.", r"^down_layers\."),
     "DynUNet": (r"^input_block\.", r"^downsamples\.", r"^bottleneck\."),
     "SwinUNETR": (r"^swinViT\.", r"^encoder\d+\."),
+    # nnU-Net (dynamic_network_architectures): every encoder stage, the last one being the bottleneck.
+    "PlainConvUNet": (r"^encoder\.",),
+    "ResidualEncoderUNet": (r"^encoder\.",),
     # MONAI UNet nests (down, SkipConnection(...), up) Sequentials: the encoder path is the 0th element at
     # each level and the innermost bottom block.
     "UNet": (r"^model\.(1\.submodule\.)*0\.", r"^model\.(1\.submodule\.)*1\.submodule\.(conv|residual|unit|adn)"),
