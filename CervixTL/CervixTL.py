@@ -21,21 +21,26 @@ import os
 from typing import Annotated, Optional
 
 import qt
-
 import slicer
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
-from CervixTLLib import deps, nodes
-from CervixTLLib.engine import EngineError, EngineProcess
+from CervixTLLib import contract, deps, nodes
+from CervixTLLib.engine import TaskQueue
 from CervixTLLib.geometry import parse_margin_text
 from CervixTLLib.logic import ContourLogic
 from CervixTLLib.margins_preview import MarginPreview
+from CervixTLLib.nodes import ContourHistory
+from CervixTLLib.ui import reloadPackages, showError
 
 #: Milliseconds between two polls of the engine process.
 POLL_INTERVAL_MS = 200
@@ -58,11 +63,15 @@ class CervixTL(ScriptedLoadableModule):
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Radiotherapy")]
         self.parent.dependencies = []
         self.parent.contributors = ["CervixTL developers"]
-        self.parent.helpText = _(
+        self.parent.helpText = (deps.unsupported_text() + "\n\n" if not deps.python_supported() else "") + _(
             "Propose GTV, CTV, PTV and pelvic organs at risk on a planning CT with the active CervixTL model, "
             "adjust CTV/PTV margins with live preview, edit in the Segment Editor, export (RTSTRUCT, .seg.nrrd, "
-            "NIfTI) and save the corrected case for fine-tuning. Every proposal must be reviewed by a qualified "
-            "clinician; not for clinical use without local validation.")
+            "NIfTI) and save the corrected case for fine-tuning. The only bundled model is a small demo model "
+            "trained on synthetic phantoms, for trying the workflow; it is not a clinical model. Every proposal "
+            "must be reviewed by a qualified clinician. Research tool: Not for clinical use. Needs 3D Slicer "
+            "5.10 or later.")
+        # once Slicer has started: the phantom CT in Sample Data, the terminology for the Segment Editor
+        slicer.app.connect("startupCompleted()", registerAtStartup)
         self.parent.acknowledgementText = _(
             "Built on MONAI, PyTorch, SimpleITK and slicerio. Margins follow the cervical-cancer contouring "
             "consensus practice of growing GTV to CTV and CTV to PTV in the patient frame.")
@@ -85,7 +94,7 @@ class CervixTLParameterNode:
     outputSegmentation: vtkMRMLSegmentationNode
     model: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-    fast: bool = True
+    fast: bool = False
     ctvFromGtv: bool = False
     ctvMarginMm: Annotated[float, WithinRange(0, 50)] = 5.0
     ptvAnisotropic: bool = False
@@ -109,18 +118,25 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
+        self.unsupported = False
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
-        self._task = None
-        self._taskDone = None
+        self.tasks = TaskQueue()
         self._preview = None
         self._devicesShown = False
+        self._fastChosen = False
+        self.history = ContourHistory()
+        self._logged = 0
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if not deps.python_supported():  # Slicer 5.8 and older (Python 3.9): say so instead of a broken panel
+            self.layout.addWidget(qt.QLabel(deps.unsupported_text()))
+            self.unsupported = True
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/CervixTL.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -160,6 +176,8 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.editButton.connect("clicked(bool)", self.onEditButton)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.saveCaseButton.connect("clicked(bool)", self.onSaveCaseButton)
+        self.ui.show3DButton.connect("toggled(bool)", self.onShow3D)
+        self.ui.undoButton.connect("clicked(bool)", self.onUndo)
 
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.setValue(0)
@@ -172,14 +190,23 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.ptvASlider, self.ui.ptvPSlider, self.ui.ptvSSlider, self.ui.ptvISlider]
 
     def cleanup(self) -> None:
+        """Module closed (Slicer exits): kill every engine process tree still running, drop observers."""
+        if self.unsupported:
+            return
         self.removeObservers()
         if self._job is not None:
-            self._job.cancel()
-        if self._task is not None:
-            self._task.cancel()
+            self._job.process.kill()
+        self.tasks.kill()
         self._pollTimer.stop()
 
+    def onReload(self) -> None:
+        """Reload: the Lib package too, not only this file."""
+        reloadPackages(("CervixTLLib",))
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def enter(self) -> None:
+        if self.unsupported:
+            return
         self.initializeParameterNode()
         if not self._devicesShown:
             self._devicesShown = True
@@ -187,6 +214,8 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.refreshModels()
 
     def exit(self) -> None:
+        if self.unsupported:
+            return
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -196,6 +225,7 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None:  # its CT is going away: stop the engine, nothing is loaded
             self._job.cancel()
         self._preview = None
+        self.history.forget()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -209,7 +239,7 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if first:
                 self._parameterNode.inputVolume = first
 
-    def setParameterNode(self, inputParameterNode: Optional[CervixTLParameterNode]) -> None:
+    def setParameterNode(self, inputParameterNode: Optional[CervixTLParameterNode]) -> None:  # noqa: UP045 (3.9)
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk_modified_event(), self.updateGUIFromParameterNode)
@@ -229,8 +259,9 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                          else _("Select a CT volume first"))
         haveResult = bool(p.outputSegmentation) and bool(p.inputVolume) and not busy
         for w in (self.ui.editButton, self.ui.exportButton, self.ui.saveCaseButton, self.ui.applyMarginsButton,
-                  self.ui.revertMarginsButton):
+                  self.ui.revertMarginsButton, self.ui.show3DButton):
             w.enabled = haveResult
+        self.ui.undoButton.enabled = not busy and self.history.can_undo(p.outputSegmentation)
         self.ui.anisotropicFrame.visible = p.ptvAnisotropic
         self.ui.ptvMarginSlider.enabled = not p.ptvAnisotropic
         self.ui.ctvMarginSlider.enabled = p.ctvFromGtv
@@ -240,14 +271,30 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ models and devices
     def showDevices(self) -> None:
-        found = self.logic.detect_devices()
+        """Ask the engine which devices it sees (``cervixtl devices --json``, background process: torch is
+        never imported in Slicer's process)."""
+        self.ui.deviceInfoLabel.setText(_("Looking for a GPU…"))
+        self.runTask(["devices", "--json"], self.onDevicesFound, _("Looking for a GPU…"))
+
+    def onDevicesFound(self, result) -> None:
+        if not result.ok:
+            self.ui.deviceInfoLabel.setText(_("PyTorch not installed yet (installed on first use)"))
+            return
+        try:
+            found = contract.devices(result.stdout)
+        except Exception as exc:  # noqa: BLE001 - a one-line label, never a crash
+            self.ui.deviceInfoLabel.setText(str(exc))
+            return
         if found["torch"] is None:
             text = _("PyTorch not installed yet (installed on first use)")
         elif found["cuda"]:
-            text = _("GPU found: {names}").format(names=", ".join(found["gpus"]))
+            text = _("GPU found: {names}").format(names=", ".join(g["name"] for g in found["gpus"]))
         else:
-            text = _("No CUDA GPU found: auto uses the CPU (tick 'Fast' for CPU)")
+            text = _("No CUDA GPU found: auto uses the CPU ('Fast' is on for the CPU)")
         self.ui.deviceInfoLabel.setText(text)
+        if self._parameterNode and not self._fastChosen:  # once: 'Fast' on only without a GPU
+            self._fastChosen = True
+            self._parameterNode.fast = bool(found["fast_default"])
 
     def fillCatalogue(self) -> None:
         self.ui.catalogueSelector.clear()
@@ -268,27 +315,25 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.runTask(args, self.onModelsListed, _("Listing models…"))
 
     def onModelsListed(self, result) -> None:
-        import json
 
         if not result.ok:
-            self.ui.modelInfoLabel.setText(_("Models unavailable: {error}").format(error=result.error))
+            self.ui.modelInfoLabel.setText(_("Models unavailable: {error}").format(error=contract.error_text(result)))
             return
         try:
-            rows = json.loads(result.stdout)
-        except ValueError:
-            rows = []
-        rows = rows if isinstance(rows, list) else rows.get("models", [])
+            rows = contract.model_rows(result.stdout)
+        except Exception as exc:  # noqa: BLE001
+            self.ui.modelInfoLabel.setText(_("Models unavailable: {error}").format(error=str(exc)))
+            return
         wanted = self._parameterNode.model if self._parameterNode else ""
         self.ui.modelSelector.blockSignals(True)
         self.ui.modelSelector.clear()
         self.ui.modelSelector.addItem(_("active default model"), "")
         for row in rows:
-            spec = f"{row.get('name')}@{row.get('version')}"
-            label = spec + (" *" if row.get("active") else "") + (" (bundled)" if row.get("source") == "bundled" else "")
+            spec = row["spec"]
+            label = spec + (" *" if row["active"] else "") + (" (bundled)" if row["source"] == "bundled" else "")
             self.ui.modelSelector.addItem(label, spec)
             self.ui.modelSelector.setItemData(self.ui.modelSelector.count - 1,
-                                              f"{row.get('derivation', '')}\nSHA-256 {row.get('sha256', '')}",
-                                              qt.Qt.ToolTipRole)
+                                              f"{row['derivation']}\nSHA-256 {row['sha256']}", qt.Qt.ToolTipRole)
         idx = max(0, self.ui.modelSelector.findData(wanted))
         self.ui.modelSelector.setCurrentIndex(idx)
         self.ui.modelSelector.blockSignals(False)
@@ -315,21 +360,20 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onModelImported(self, result) -> None:
         if not result.ok:
-            showError(_("Model import failed"), RuntimeError(result.error))
+            showError(_("Model import failed"), RuntimeError(contract.error_text(result)), details=result.log)
             return
         self.refreshModels()
 
     # ------------------------------------------------------------------ background processes
     def runTask(self, args, onDone, message: str) -> None:
-        """Run a short engine command in the background; ``onDone(EngineResult)`` when it ends."""
-        if self._task is not None:
-            return
-        try:
-            self._task = EngineProcess(args)
-        except EngineError as exc:
-            showError(_("Cannot start the engine"), exc)
-            return
-        self._taskDone = onDone
+        """Queue a short engine command (background process, :class:`CervixTLLib.engine.TaskQueue`);
+        ``onDone(EngineResult)`` when it ends."""
+        def done(result) -> None:
+            self.ui.logTextEdit.appendPlainText("$ cervixtl " + " ".join(args[:2]) + ("" if result.ok else
+                                                "  (failed)") + ("\n" + result.log if result.log else ""))
+            onDone(result)
+
+        self.tasks.submit(args, done, message)
         self.ui.statusLabel.setText(message)
         self._pollTimer.start()
 
@@ -341,43 +385,28 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.setText(f"{rec.get('stage', '')}: {rec.get('message', '')}")
             if not self._job.running:
                 self.onContourFinished()
-        if self._task is not None:
-            self._task.poll()
-            if not self._task.running:
-                task, done = self._task, self._taskDone
-                self._task, self._taskDone = None, None
-                self.ui.statusLabel.setText("")
-                done(task.result())
-        if self._job is None and self._task is None:
+        if not self.tasks.poll() and self._job is None:
             self._pollTimer.stop()
 
     # ------------------------------------------------------------------ first use
     def ensureEngineDependencies(self) -> bool:
-        """Install missing engine packages after the user confirms; False when they are still missing."""
-        missing = deps.missing_modules()
-        if not missing:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(
-                _("CervixTL needs these Python packages, not yet installed in Slicer: {names}.\n\n"
-                  "Install them now? (This downloads several hundred MB and can take minutes.)").format(
-                    names=", ".join(missing)), windowTitle=_("Install CervixTL dependencies")):
-            return False
-        if "torch" in missing:
-            try:
-                import PyTorchUtils  # provided by the PyTorch extension (CUDA-matched wheels)
+        """First use: install the engine's packages after the user confirms (:func:`CervixTLLib.deps.
+        ensure_installed`: checks in a subprocess, torch through the PyTorch extension, Slicer's own packages
+        kept, pip's log on failure, restart prompt); False when they are still missing."""
+        try:
+            import PyTorchUtils  # the PyTorch extension (a declared dependency of CervixTL)
 
-                PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
-            except ImportError:  # no PyTorch extension: the default (CPU or CUDA) wheel from PyPI
-                slicer.util.pip_install([deps.ENGINE_REQUIREMENTS["torch"]])
-        requirements = deps.pip_requirements(missing, without_torch=True)
-        if requirements:
-            slicer.util.pip_install(requirements)  # a list: one argument per requirement
-        still = deps.missing_modules()
-        if still:
-            slicer.util.errorDisplay(_("Still missing after installation: {names}").format(names=", ".join(still)))
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        except ImportError:
+            torchLogic = None
+        try:
+            ok = deps.ensure_installed(SlicerInstallUI(), torchLogic)
+        except Exception as exc:  # noqa: BLE001 - the check itself failed: one line + details
+            showError(_("Cannot check CervixTL's Python packages"), exc)
             return False
-        self.showDevices()
-        return True
+        if ok:
+            self.showDevices()
+        return ok
 
     # ------------------------------------------------------------------ propose
     def onProposeButton(self) -> None:
@@ -409,6 +438,9 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         job, self._job = self._job, None
         self.ui.cancelButton.enabled = False
         p = self._parameterNode
+        self.showLog(job.process)
+        if p and p.outputSegmentation:  # the proposal replaces its segments: Undo brings them back
+            self.history.keep(p.outputSegmentation)
         try:
             with WaitCursor():
                 segNode = self.logic.finish_contour(job, p.outputSegmentation if p else None)
@@ -417,7 +449,7 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.setText(_("Cancelled; nothing was changed."))
             else:
                 self.ui.statusLabel.setText(_("Contouring failed."))
-                showError(_("Contouring did not complete"), exc)
+                showError(_("Contouring did not complete"), exc, details="\n".join(job.process.stderr_lines))
             self.ui.progressBar.setValue(0)
             self.updateGUIFromParameterNode()
             return
@@ -467,6 +499,7 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     or self._preview.volume is not p.inputVolume or self._preview.stale()):
                 # (re)take the snapshot: first move, other node, or the segments were edited meanwhile
                 self._preview = MarginPreview(p.outputSegmentation, p.inputVolume)
+                self.history.keep(p.outputSegmentation)  # Undo after Apply: the segments before the preview
             ctv = p.ctvMarginMm if p.ctvFromGtv else None
             result = self._preview.update(ctv, self.ptvMargin())
         except Exception as exc:  # engine BadInput or a missing GTV/CTV segment: show, never crash
@@ -487,13 +520,36 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._preview is not None:
             self.showMarginResult(self._preview.apply())
             self._preview = None
+        self.updateGUIFromParameterNode()
 
     def onRevertMargins(self) -> None:
         if self._preview is not None:
             self._preview.revert()
             self._preview = None
+            self.history.undo(self._parameterNode.outputSegmentation)  # (the kept copy equals the reverted state)
+            self.updateGUIFromParameterNode()
         self.ui.marginInfoLabel.setText(_("Margins reverted"))
         self.ui.overlapWarningLabel.setText("")
+
+    def onUndo(self) -> None:
+        """Put back the segments as they were before the last proposal or applied margins."""
+        p = self._parameterNode
+        self._preview = None
+        if p and self.history.undo(p.outputSegmentation):
+            self.ui.statusLabel.setText(_("Undone: the contours are as they were before."))
+            self.ui.marginInfoLabel.setText("")
+            self.ui.overlapWarningLabel.setText("")
+        self.updateGUIFromParameterNode()
+
+    def onShow3D(self, checked: bool) -> None:
+        p = self._parameterNode
+        if p and p.outputSegmentation:
+            nodes.show_3d(p.outputSegmentation, bool(checked))
+
+    def showLog(self, process) -> None:
+        """Append what ``process`` (an engine run) printed to the log box: progress messages and log lines."""
+        lines = [f"{r.get('stage', '')}: {r.get('message', '')}" for r in process.records] + process.stderr_lines
+        self.ui.logTextEdit.appendPlainText("$ cervixtl " + " ".join(process.args[:2]) + "\n" + "\n".join(lines))
 
     def discardPreview(self) -> None:
         """Keep whatever is shown (used before a new proposal replaces the segments)."""
@@ -504,13 +560,12 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if self._preview is not None:
             self.onApplyMargins()
-        slicer.util.selectModule("SegmentEditor")
-        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
-        editor.setSegmentationNode(p.outputSegmentation)
-        if hasattr(editor, "setSourceVolumeNode"):
+        with slicer.util.tryWithErrorDisplay(_("Cannot open the Segment Editor."), waitCursor=True):
+            nodes.check_same_ct(p.outputSegmentation, p.inputVolume, "edit")
+            slicer.util.selectModule("SegmentEditor")
+            editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+            editor.setSegmentationNode(p.outputSegmentation)
             editor.setSourceVolumeNode(p.inputVolume)
-        else:  # Slicer < 5.4
-            editor.setMasterVolumeNode(p.inputVolume)
 
     def onExportButton(self) -> None:
         p = self._parameterNode
@@ -551,11 +606,42 @@ class CervixTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.setText(_("Saved as {case}").format(case=caseId))
 
 
-def showError(what: str, exc: BaseException) -> None:
-    """A message box with ``what`` and the error's first line (never a stack trace)."""
-    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    logging.error("CervixTL: %s: %s", what, line)
-    slicer.util.errorDisplay(f"{what}:\n\n{line}", windowTitle="CervixTL")
+class SlicerInstallUI(deps.InstallUI):
+    """Slicer's dialogs for :func:`CervixTLLib.deps.ensure_installed`."""
+
+    def confirm(self, text: str) -> bool:
+        return slicer.util.confirmOkCancelDisplay(text, windowTitle=_("Install CervixTL dependencies"))
+
+    def error(self, text: str, details: str = "") -> None:
+        showError(_("CervixTL dependencies"), RuntimeError(text), details=details)
+
+    def busy(self, text: str):
+        return InstallProgress(text)
+
+    def ask_restart(self, text: str) -> bool:
+        return slicer.util.confirmYesNoDisplay(text, windowTitle=_("Restart Slicer"))
+
+    def restart(self) -> None:
+        slicer.util.restart()
+
+
+class InstallProgress:
+    """A busy progress dialog (no cancel) and the wait cursor while the installer works."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.dialog = None
+
+    def __enter__(self):
+        self.dialog = slicer.util.createProgressDialog(labelText=self.text, maximum=0, windowTitle="CervixTL")
+        slicer.app.processEvents()
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        qt.QApplication.restoreOverrideCursor()
+        if self.dialog is not None:
+            self.dialog.close()
 
 
 class WaitCursor:
@@ -567,6 +653,23 @@ class WaitCursor:
 
     def __exit__(self, *exc) -> None:
         qt.QApplication.restoreOverrideCursor()
+
+
+def registerAtStartup() -> None:
+    """Register the phantom sample CT (Sample Data module) and the CervixTL terminology (Terminologies module);
+    a failure is logged, never shown (the modules work without them)."""
+    from CervixTLLib import startup
+
+    try:
+        import SampleData
+
+        startup.register_sample_data(SampleData.SampleDataLogic)
+    except Exception as exc:  # noqa: BLE001
+        logging.warning("CervixTL: sample data not registered: %s", exc)
+    try:
+        startup.register_terminology(slicer.modules.terminologies.logic())
+    except Exception as exc:  # noqa: BLE001
+        logging.warning("CervixTL: terminology not registered: %s", exc)
 
 
 def vtk_modified_event() -> int:
@@ -585,49 +688,21 @@ class CervixTLLogic(ScriptedLoadableModuleLogic, ContourLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         ContourLogic.__init__(self, models_dir=os.environ.get("CERVIXTL_MODELS_DIR") or None,
-                              cases_dir=os.environ.get("CERVIXTL_CASES_DIR") or None,
-                              proposals_dir=os.path.join(slicer.app.temporaryPath, "CervixTL", "proposals"))
+                              cases_dir=os.environ.get("CERVIXTL_CASES_DIR") or None)
 
     def getParameterNode(self):
         return CervixTLParameterNode(super().getParameterNode())
 
-    @staticmethod
-    def dicomFolderOf(volumeNode) -> Optional[str]:
-        """Folder of the DICOM files the CT was loaded from, or None."""
-        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
-        if not uids or not slicer.dicomDatabase:
-            return None
-        path = slicer.dicomDatabase.fileForInstance(uids[0])
-        return os.path.dirname(path) if path else None
-
-    def exportRtStruct(self, volumeNode, segNode, folder: str) -> str:
-        """DICOM RTSTRUCT in ``folder``: SlicerRT's exporter when installed, else ``cervixtl rtstruct export``.
-
-        Raises:
-            ValueError: the CT was not loaded from DICOM (an RTSTRUCT must reference the CT's instances).
-        """
+    def exportRtStruct(self, volumeNode, segNode, folder: str):
+        """DICOM RTSTRUCT in ``folder`` with :meth:`ContourLogic.export_rtstruct`: the engine's exporter on the
+        CT's own DICOM instances (default), SlicerRT (CT + segmentation) only for a CT not loaded from DICOM."""
         try:
             import DicomRtImportExportPlugin  # SlicerRT
+            slicerRt = DicomRtImportExportPlugin.DicomRtImportExportPluginClass()
         except ImportError:
-            DicomRtImportExportPlugin = None
-        if DicomRtImportExportPlugin is not None:
-            nodes.place_beside(slicer.mrmlScene, segNode, volumeNode)
-            sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-            exporter = DicomRtImportExportPlugin.DicomRtImportExportPluginClass()
-            exportables = exporter.examineForExport(sh.GetItemByDataNode(segNode))
-            if not exportables:
-                raise ValueError(_("SlicerRT cannot export this segmentation: load the CT from DICOM first"))
-            for exportable in exportables:
-                exportable.directory = folder
-            error = exporter.export(exportables)
-            if error:
-                raise ValueError(error)
-            return folder
-        dicomDir = self.dicomFolderOf(volumeNode)
-        if dicomDir is None:
-            raise ValueError(_("The CT was not loaded from DICOM: an RTSTRUCT needs the CT's DICOM series"))
-        out = os.path.join(folder, "RS_CervixTL.dcm")
-        return str(self.export_rtstruct_with_engine(dicomDir, segNode, volumeNode, out))
+            slicerRt = None
+        return self.export_rtstruct(volumeNode, segNode, folder, dicom_database=slicer.dicomDatabase,
+                                    slicer_rt=slicerRt)
 
 
 #
@@ -647,10 +722,14 @@ class CervixTLTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         self.delayDisplay("Starting the CervixTL self-test")
-        if deps.missing_modules():
-            self.skipTest("engine dependencies are not installed: " + ", ".join(deps.missing_modules()))
-        from cervixtl.phantom import make_phantom
+        missing = [r["requirement"] for r in deps.check_requirements(deps.engine_requirements()) if not r["ok"]]
+        if missing:  # (a fresh Slicer before the first-use install: nothing to contour with yet)
+            self.skipTest("engine dependencies are not installed: " + ", ".join(missing))
+        from cervixtl.structures import resources_dir
 
+        demo = resources_dir() / "Models" / "cervixtl-demo"  # (the build tree has it too, see CMakeLists.txt)
+        self.assertTrue((demo / "model.json").is_file(), f"the bundled demo model is missing: {demo}")
+        from cervixtl.phantom import make_phantom
         from CervixTLLib.geometry import ijk_to_ras_from_grid
 
         ct, _truth = make_phantom(1, spacing=(5.0, 5.0, 5.0), size=(160, 140, 100))

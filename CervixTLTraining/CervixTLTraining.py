@@ -11,26 +11,29 @@ processes, driven by the Qt-free :mod:`CervixTLTrainingLib` (tested without Slic
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import qt
-
 import slicer
-from slicer import (vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode,
-                    vtkMRMLTableNode)
+from slicer import vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
+from CervixTLLib import deps
+from CervixTLLib.engine import EngineError
+from CervixTLLib.ui import reloadPackages, showError
 from CervixTLTrainingLib import estimates
-from CervixTLTrainingLib.engine import EngineError
 from CervixTLTrainingLib.logic import FREEZE_HELP, FinetuneRequest, TrainingLogic, freeze_option
 from CervixTLTrainingLib.tables import TrainingCurve
 from CervixTLTrainingLib.verdict import StructureComparison, verdict
@@ -49,13 +52,15 @@ class CervixTLTraining(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("CervixTL Training")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Radiotherapy")]
-        self.parent.dependencies = []
+        # CervixTL provides the shared Lib (engine runner, contract reader, node <-> file conversion)
+        self.parent.dependencies = ["CervixTL"]
         self.parent.contributors = ["CervixTL developers"]
-        self.parent.helpText = _(
+        self.parent.helpText = (deps.unsupported_text() + "\n\n" if not deps.python_supported() else "") + _(
             "Fine-tune the CervixTL contouring model on the department's own corrected cases, compare it with "
             "its source model on held-out cases, and activate or roll back model versions. Training runs in a "
-            "separate process; Cancel leaves the active model unchanged. Not for clinical use without local "
-            "validation.")
+            "separate process; Cancel leaves the active model unchanged. The bundled model is a demo model "
+            "trained on synthetic phantoms. Research tool: Not for clinical use (a fine-tuned model needs local "
+            "validation). Needs 3D Slicer 5.10 or later.")
         self.parent.acknowledgementText = _(
             "Built on MONAI and PyTorch. Transfer-learning recipes after published head-and-neck and "
             "nasopharyngeal cross-centre studies (frozen encoder / fine-tuned last blocks).")
@@ -107,23 +112,30 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
+        self.unsupported = False
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._timer = None
         self._devices = None
-        self._compareModels = None
+        self._models = {}
         self._refreshed = False
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if not deps.python_supported():  # Slicer 5.8 and older (Python 3.9): say so instead of a broken panel
+            self.layout.addWidget(qt.QLabel(deps.unsupported_text()))
+            self.unsupported = True
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/CervixTLTraining.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = CervixTLTrainingLogic()
+        self.logic.lib.report_error = lambda message, log: showError(_("The engine reported a problem"),
+                                                                     RuntimeError(message), details=log)
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self.onTimer)
@@ -158,22 +170,30 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._refreshed = False
 
     def cleanup(self) -> None:
-        """Module closed (Slicer exits): stop a running engine process, drop observers."""
-        if self.logic is not None and self.logic.lib.job is not None and self.logic.lib.job.running:
-            self.logic.lib.cancel()
+        """Module closed (Slicer exits): kill every engine process tree (PythonSlicer and the interpreter it
+        started), drop observers."""
+        if self.unsupported:
+            return
+        if self.logic is not None:
+            self.logic.lib.kill()
         if self._timer is not None:
             self._timer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
+        if self.unsupported:
+            return
         self.initializeParameterNode()
         if not self._refreshed:
             # Reading the library and the registry starts two short engine processes: do it once the panel
             # is shown, not while Slicer builds the module.
             self._refreshed = True
-            qt.QTimer.singleShot(0, lambda: self.refreshAll(quiet=True))
+            self.refreshAll()
+            self.devices()
 
     def exit(self) -> None:
+        if self.unsupported:
+            return
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -182,8 +202,19 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
+        """A new scene: new parameter and output nodes at once when the panel is shown or a run goes on (its
+        curve continues in the new scene's nodes, its end still updates the tables and starts the comparison)."""
+        job = self.logic.lib.job
+        if self.parent.isEntered or (job is not None and job.running):
             self.initializeParameterNode()
+        if job is not None and job.running and self.logic.lib.job_kind == "finetune":
+            self.logic.lib.curve = self.trainingCurve()
+
+    def parameterNode(self):
+        """The parameter node (re-made when a scene close dropped it while the panel was hidden)."""
+        if self._parameterNode is None:
+            self.initializeParameterNode()
+        return self._parameterNode
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -196,7 +227,7 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.compareTableView.setMRMLTableNode(self._parameterNode.compareTable)
         self.ui.versionsTableView.setMRMLTableNode(self._parameterNode.versionsTable)
 
-    def setParameterNode(self, inputParameterNode: Optional[CervixTLTrainingParameterNode]) -> None:
+    def setParameterNode(self, inputParameterNode: CervixTLTrainingParameterNode | None) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
         self._parameterNode = inputParameterNode
@@ -223,22 +254,22 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         specs = self._selectedFirstColumn(self.ui.versionsTableView, self._parameterNode.versionsTable)
         return specs[0] if specs else ""
 
-    def refreshAll(self, quiet: bool = False) -> None:
-        """Re-read the case library and the model registry."""
-        try:
-            with slicer.util.WaitCursor():
-                self.logic.lib.update_cases_table(self._parameterNode.casesTable)
-                self.updateModelLists()
-        except EngineError as exc:
-            if quiet:
-                logging.warning(f"CervixTLTraining: {exc}")
-                self.ui.statusLabel.text = _("Engine not ready: {error}").format(error=str(exc))
-            else:
-                slicer.util.errorDisplay(str(exc))
+    def poll(self) -> None:
+        """Start the timer that runs the queued engine commands and the long job."""
+        if self._timer is not None:
+            self._timer.start()
 
-    def updateModelLists(self) -> None:
-        models = self.logic.lib.list_models()
-        self.logic.lib.update_versions_table(self._parameterNode.versionsTable, models)
+    def refreshAll(self) -> None:
+        """Re-read the case library and the model registry (background engine commands)."""
+        p = self.parameterNode()
+        self.logic.lib.update_cases_table(p.casesTable, on_done=lambda table: None)
+        self.logic.lib.list_models(self.updateModelLists)
+        self.poll()
+
+    def updateModelLists(self, models: list) -> None:
+        """Fill the versions table and the three model selectors from :meth:`TrainingLogic.list_models` rows."""
+        self._models = {m["spec"]: m for m in models}
+        self.logic.lib.update_versions_table(self.parameterNode().versionsTable, models)
         specs = [m["spec"] for m in models]
         active = [m["spec"] for m in models if m["active"]]
         for combo, extra in ((self.ui.sourceModelComboBox, ["none"]), (self.ui.compareSourceComboBox, []),
@@ -277,8 +308,8 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ case library
     def onRefreshCases(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Could not read the case library."), waitCursor=True):
-            self.logic.lib.update_cases_table(self._parameterNode.casesTable)
+        self.logic.lib.update_cases_table(self.parameterNode().casesTable, on_done=lambda table: None)
+        self.poll()
 
     def onLoadCase(self) -> None:
         ids = self.selectedCaseIds()
@@ -286,6 +317,8 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.warningDisplay(_("Select a case in the table first."))
             return
         with slicer.util.tryWithErrorDisplay(_("Could not load the case."), waitCursor=True):
+            # read from the case's files (no engine process), then detached from them: a Save never writes
+            # into the library
             volume, segmentation = self.logic.lib.load_case(ids[0])
             volume.CreateDefaultDisplayNodes()
             segmentation.CreateDefaultDisplayNodes()
@@ -299,21 +332,23 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not slicer.util.confirmOkCancelDisplay(
                 _("Delete {n} case(s) from the library? This cannot be undone.").format(n=len(ids))):
             return
-        with slicer.util.tryWithErrorDisplay(_("Could not remove the case."), waitCursor=True):
-            for case_id in ids:
-                self.logic.lib.remove_case(case_id)
-            self.logic.lib.update_cases_table(self._parameterNode.casesTable)
+        for case_id in ids:
+            self.logic.lib.remove_case(case_id, on_done=lambda _out: None)
+        self.onRefreshCases()
 
     def onAddCase(self) -> None:
-        p = self._parameterNode
+        p = self.parameterNode()
         if not p.inputVolume or not p.finalSegmentation:
             slicer.util.warningDisplay(_("Choose the CT volume and its final segmentation first."))
             return
         with slicer.util.tryWithErrorDisplay(_("The case was not added."), waitCursor=True):
-            case_id = self.logic.lib.add_case_from_nodes(p.inputVolume, p.finalSegmentation,
-                                                         p.proposalSegmentation, p.siteTag or None)
-            self.logic.lib.update_cases_table(p.casesTable)
-            self.ui.statusLabel.text = _("Case {id} added to the library.").format(id=case_id)
+            self.logic.lib.add_case_from_nodes(p.inputVolume, p.finalSegmentation, p.proposalSegmentation,
+                                               p.siteTag or None, on_done=self.onCaseAdded)
+            self.poll()
+
+    def onCaseAdded(self, case_id: str) -> None:
+        self.ui.statusLabel.text = _("Case {id} added to the library.").format(id=case_id)
+        self.onRefreshCases()
 
     # ------------------------------------------------------------------ fine-tuning
     def buildRequest(self, resume: bool) -> FinetuneRequest:
@@ -326,27 +361,39 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             minutes=p.minutes if p.budgetMode == "minutes" else None,
             val_fraction=p.valFraction, device=p.device, seed=p.seed, resume=resume, activate=p.activateWhenDone)
 
-    def devices(self) -> estimates.StepTiming:
-        """Which devices the engine's Python sees (checked once, in a separate process)."""
-        if self._devices is None:
-            with slicer.util.WaitCursor():
-                self._devices = self.logic.lib.measure_step(None, "auto", steps=0)
-            self.ui.deviceInfoLabel.text = (_("GPU: {name}").format(name=self._devices.device_name)
-                                            if self._devices.cuda_available else _("No CUDA GPU found: CPU only."))
-        return self._devices
+    def devices(self, then=None) -> None:
+        """Ask the engine once which devices it sees (``cervixtl devices --json``); ``then(devices)`` after."""
+        if self._devices is not None:
+            if then is not None:
+                then(self._devices)
+            return
+
+        def found(devices) -> None:
+            self._devices = devices
+            gpus = ", ".join(g["name"] for g in devices["gpus"])
+            self.ui.deviceInfoLabel.text = (_("GPU: {name}").format(name=gpus) if devices["cuda"]
+                                            else _("No CUDA GPU found: CPU only."))
+            if then is not None:
+                then(devices)
+
+        self.logic.lib.devices(found)
+        self.poll()
 
     def onEstimate(self) -> None:
         request = self.buildRequest(resume=False)
-        with slicer.util.tryWithErrorDisplay(_("Could not time a training step."), waitCursor=True):
-            dev = request.device
-            if dev == "auto":
-                dev = "cuda" if self.devices().cuda_available else "cpu"
-            timing = self.logic.lib.measure_step(request.source, dev)
+
+        def measured(timing) -> None:
             steps, seconds = self.logic.lib.time_estimate(request, timing)
             self.ui.statusLabel.text = _(
                 "One training step takes {step:.2f} s on {device} (measured): {steps} steps, about {time}."
-            ).format(step=timing.step_s, device=timing.device_name or dev, steps=steps,
+            ).format(step=timing.step_s, device=timing.device_name or timing.device, steps=steps,
                      time=estimates.format_duration(seconds))
+
+        def withDevices(devices) -> None:
+            dev = request.device if request.device != "auto" else devices["recommended"]
+            self.logic.lib.measure_step(request.source, dev, on_done=measured)
+
+        self.devices(withDevices)
 
     def onStart(self, resume: bool = False) -> None:
         request = self.buildRequest(resume)
@@ -357,29 +404,38 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if problems:
             slicer.util.errorDisplay("\n".join(problems))
             return
-        try:
-            if request.device in ("auto", "cuda") and not self.devices().cuda_available:
-                with slicer.util.WaitCursor():
-                    timing = self.logic.lib.measure_step(request.source, "cpu")
-                steps, _seconds = self.logic.lib.time_estimate(request, timing)
-                n_train, n_val = estimates.split_counts(len(request.cases), request.val_fraction)
-                offer = estimates.cpu_offer_text(timing, steps, n_val, request.epochs or 0, request.minutes)
-                if not slicer.util.confirmOkCancelDisplay(offer):
-                    return
+
+        def offerCpu(timing) -> None:
+            steps, _seconds = self.logic.lib.time_estimate(request, timing)
+            n_train, n_val = estimates.split_counts(len(request.cases), request.val_fraction)
+            if slicer.util.confirmOkCancelDisplay(
+                    estimates.cpu_offer_text(timing, steps, n_val, request.epochs or 0, request.minutes)):
                 request.device = "cpu"
+                self.startFinetune(request)
+
+        def withDevices(devices) -> None:
+            if request.device in ("auto", "cuda") and not devices["cuda"]:
+                self.logic.lib.measure_step(request.source, "cpu", on_done=offerCpu)
+            else:
+                self.startFinetune(request)
+
+        self.devices(withDevices)
+
+    def startFinetune(self, request) -> None:
+        try:
             self.logic.lib.start_finetune(request, self.trainingCurve())
         except EngineError as exc:
-            slicer.util.errorDisplay(str(exc))
+            showError(_("Fine-tuning did not start"), exc)
             return
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = _("Fine-tuning started ({n} cases, device {device}).").format(
             n=len(request.cases), device=request.device)
         self.setBusy(True)
-        self._timer.start()
+        self.poll()
         self.onShowCurve()
 
     def trainingCurve(self) -> TrainingCurve:
-        p = self._parameterNode
+        p = self.parameterNode()
         return TrainingCurve(slicer.mrmlScene, p.lossTable, p.valDiceTable, p.trainingChart)
 
     def onCancel(self) -> None:
@@ -387,6 +443,12 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Stopping... (the active model stays as it is)")
 
     def onTimer(self) -> None:
+        """Poll the queued engine commands and the long job (never blocks)."""
+        busy = self.logic.lib.tasks.poll()
+        if not self.logic.lib.job_active:
+            if not busy:
+                self._timer.stop()
+            return
         status = self.logic.lib.poll()
         self.ui.progressBar.value = int(round(100 * status.fraction))
         text = status.message
@@ -395,12 +457,11 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = text
         if status.running:
             return
-        self._timer.stop()
         self.setBusy(False)
         if status.error:
             self.ui.statusLabel.text = status.error
             if not status.cancelled and status.returncode != 130:
-                slicer.util.errorDisplay(status.error)
+                showError(_("The engine stopped"), RuntimeError(status.error), details=status.log)
             return
         if status.kind == "finetune":
             self.onFinetuneFinished()
@@ -409,47 +470,57 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onFinetuneFinished(self) -> None:
         request = self.logic.lib.job_request
-        newSpec = self.logic.lib.new_model_spec()
-        self.ui.statusLabel.text = _("Fine-tuning finished: {model}.").format(model=newSpec or request.name)
-        self.refreshAll(quiet=True)
-        if newSpec:
+        try:
+            newSpec = self.logic.lib.new_model_spec()
+        except EngineError as exc:
+            showError(_("Fine-tuning finished, but its result could not be read"), exc)
+            return
+        self.ui.statusLabel.text = _("Fine-tuning finished: {model}.").format(model=newSpec)
+        heldOut = list(self.logic.lib.last_held_out)
+
+        def listed(models) -> None:
+            self.updateModelLists(models)
             self.ui.compareNewComboBox.setCurrentText(newSpec)
-        if request.source and request.source != "none" and newSpec:
-            self.ui.compareSourceComboBox.setCurrentText(request.source)
-            self.ui.compareCollapsibleButton.collapsed = False
-            heldOut = self.logic.lib.held_out_cases(newSpec)
-            if heldOut:
-                self.startComparison(request.source, newSpec, heldOut)
-            else:
-                self.ui.verdictLabel.text = _("Select held-out cases (not used for training) in the case table "
-                                              "and press Compare.")
+            if request.source and request.source != "none":
+                self.ui.compareSourceComboBox.setCurrentText(request.source)
+                self.ui.compareCollapsibleButton.collapsed = False
+                if heldOut:
+                    self.startComparison(request.source, newSpec, heldOut)
+                else:
+                    self.ui.verdictLabel.text = _("Select held-out cases (not used for training) in the case "
+                                                  "table and press Compare.")
+
+        self.logic.lib.update_cases_table(self.parameterNode().casesTable, on_done=lambda table: None)
+        self.logic.lib.list_models(listed)
+        self.poll()
 
     # ------------------------------------------------------------------ comparison
-    def heldOutCases(self) -> list:
-        """Cases to compare on: the selected rows, else the new model's held-out cases, else all cases."""
-        selected = self.selectedCaseIds()
-        if selected:
-            return selected
-        held = self.logic.lib.held_out_cases(self.ui.compareNewComboBox.currentText)
-        if held:
-            return held
-        allCases = self.allCaseIds()
-        if allCases and slicer.util.confirmOkCancelDisplay(_(
-                "The new model does not list its held-out cases and no case is selected. Compare on all {n} "
-                "cases? Cases it was trained on favour the new model.").format(n=len(allCases))):
-            return allCases
-        return []
-
     def onCompare(self) -> None:
+        """Compare on the selected cases, else on the new model's held-out cases (from its card), else -- after
+        a warning -- on all cases."""
         source, new = self.ui.compareSourceComboBox.currentText, self.ui.compareNewComboBox.currentText
         if not source or not new or source == new:
             slicer.util.warningDisplay(_("Choose two different models to compare."))
             return
-        cases = self.heldOutCases()
-        if not cases:
-            self.ui.verdictLabel.text = _("No cases to compare on: select held-out cases in the case table.")
+        selected = self.selectedCaseIds()
+        if selected:
+            self.startComparison(source, new, selected)
             return
-        self.startComparison(source, new, cases)
+
+        def withHeldOut(held) -> None:
+            cases = held
+            allCases = self.allCaseIds()
+            if not cases and allCases and slicer.util.confirmOkCancelDisplay(_(
+                    "The new model does not list its held-out cases and no case is selected. Compare on all {n} "
+                    "cases? Cases it was trained on favour the new model.").format(n=len(allCases))):
+                cases = allCases
+            if not cases:
+                self.ui.verdictLabel.text = _("No cases to compare on: select held-out cases in the case table.")
+                return
+            self.startComparison(source, new, cases)
+
+        self.logic.lib.held_out_cases(new, withHeldOut)
+        self.poll()
 
     def startComparison(self, source: str, new: str, cases: list) -> None:
         """Run ``cervixtl compare`` on ``cases`` in the background."""
@@ -457,52 +528,53 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             self.logic.lib.start_compare([source, new], cases, outDir)
         except EngineError as exc:
-            slicer.util.errorDisplay(str(exc))
+            showError(_("The comparison did not start"), exc)
             return
-        self._compareModels = (source, new)
         self.ui.verdictLabel.text = _("Comparing on {n} case(s)...").format(n=len(cases))
         self.setBusy(True)
-        self._timer.start()
+        self.poll()
 
     def onCompareFinished(self) -> None:
-        source, new = self._compareModels
+        source, new = self.logic.lib.compare_models
+        p = self.parameterNode()
         with slicer.util.tryWithErrorDisplay(_("Could not read the comparison."), waitCursor=True):
-            rows = self.logic.lib.read_comparison(source, new)
-            text = self.logic.lib.update_compare_nodes(rows, self._parameterNode.compareTable,
-                                                       self._parameterNode.compareChart)
+            rows = self.logic.lib.read_comparison()
+            text = self.logic.lib.update_compare_nodes(rows, p.compareTable, p.compareChart)
             self.ui.verdictLabel.text = _("{new} vs {source}: {verdict}").format(new=new, source=source, verdict=text)
             self.ui.statusLabel.text = _("Comparison finished.")
 
     def onShowCurve(self) -> None:
-        slicer.modules.plots.logic().ShowChartInLayout(self._parameterNode.trainingChart)
+        slicer.modules.plots.logic().ShowChartInLayout(self.parameterNode().trainingChart)
 
     def onShowComparePlot(self) -> None:
-        slicer.modules.plots.logic().ShowChartInLayout(self._parameterNode.compareChart)
+        slicer.modules.plots.logic().ShowChartInLayout(self.parameterNode().compareChart)
 
     # ------------------------------------------------------------------ model versions
     def onRefreshModels(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Could not read the model registry."), waitCursor=True):
-            self.updateModelLists()
+        self.logic.lib.list_models(self.updateModelLists)
+        self.poll()
 
     def onVersionClicked(self, index) -> None:
         spec = self.selectedModelSpec()
-        if not spec:
-            return
-        try:
-            card = self.logic.lib.show_model(spec)
-            self.ui.modelCardTextEdit.setPlainText(json.dumps(card, indent=1)[:20000])
-        except EngineError as exc:
-            self.ui.modelCardTextEdit.setPlainText(str(exc))
+        if spec:
+            self.logic.lib.show_model(spec, lambda shown: self.ui.modelCardTextEdit.setPlainText(
+                json.dumps(shown["card"], indent=1)[:20000]))
+            self.poll()
 
     def onActivate(self) -> None:
         spec = self.selectedModelSpec()
         if not spec:
             slicer.util.warningDisplay(_("Select a model version first."))
             return
-        with slicer.util.tryWithErrorDisplay(_("Could not activate the model."), waitCursor=True):
-            self.logic.lib.activate(spec)
-            self.updateModelLists()
+        row = getattr(self, "_models", {}).get(spec, {})
+        bundled = row.get("path") if row.get("source") == "bundled" else None
+
+        def done(_out) -> None:
             self.ui.statusLabel.text = _("{model} is now the active model.").format(model=spec)
+            self.onRefreshModels()
+
+        self.logic.lib.activate(spec, done, bundled_path=bundled)
+        self.poll()
 
     def onRollback(self) -> None:
         spec = self.selectedModelSpec() or self.ui.sourceModelComboBox.currentText
@@ -510,11 +582,13 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not name or name == "none":
             slicer.util.warningDisplay(_("Select a model version first."))
             return
+        if getattr(self, "_models", {}).get(spec, {}).get("source") == "bundled":
+            slicer.util.infoDisplay(_("{name} is the bundled model: it has no earlier version.").format(name=name))
+            return
         if not slicer.util.confirmOkCancelDisplay(_("Re-activate the previous version of {name}?").format(name=name)):
             return
-        with slicer.util.tryWithErrorDisplay(_("Could not roll back."), waitCursor=True):
-            self.logic.lib.rollback(name)
-            self.updateModelLists()
+        self.logic.lib.rollback(name, lambda _out: self.onRefreshModels())
+        self.poll()
 
     def onExport(self) -> None:
         spec = self.selectedModelSpec()
@@ -525,18 +599,26 @@ class CervixTLTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not folder:
             return
         dest = os.path.join(folder, spec.replace("@", "-v"))
-        with slicer.util.tryWithErrorDisplay(_("Could not export the model."), waitCursor=True):
-            self.logic.lib.export_model(spec, dest)
-            slicer.util.infoDisplay(_("Model package written to {dest}").format(dest=dest))
+        self.logic.lib.export_model(spec, dest, lambda _out: slicer.util.infoDisplay(
+            _("Model package written to {dest}").format(dest=dest)))
+        self.poll()
 
     def onImport(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(None, _("Model package folder (model.json + weights)"))
         if not folder:
             return
-        with slicer.util.tryWithErrorDisplay(_("Could not import the model."), waitCursor=True):
-            message = self.logic.lib.import_model(folder)
-            self.updateModelLists()
+
+        def imported(message) -> None:
             self.ui.statusLabel.text = message or _("Model imported.")
+            self.onRefreshModels()
+
+        self.logic.lib.import_model(folder, on_done=imported)
+        self.poll()
+
+    def onReload(self) -> None:
+        """Reload: the Lib packages (this module's and CervixTL's) too, not only this file."""
+        reloadPackages(("CervixTLTrainingLib", "CervixTLLib"))
+        ScriptedLoadableModuleWidget.onReload(self)
 
 
 #
@@ -546,7 +628,7 @@ class CervixTLTrainingLogic(ScriptedLoadableModuleLogic):
     """Slicer-side logic: the parameter node and its output nodes; everything else is delegated to
     :class:`CervixTLTrainingLib.logic.TrainingLogic` (``self.lib``), which runs the engine as a process."""
 
-    def __init__(self, cases_dir: Optional[str] = None, models_dir: Optional[str] = None) -> None:
+    def __init__(self, cases_dir: str | None = None, models_dir: str | None = None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.lib = TrainingLogic(slicer.mrmlScene, cases_dir=cases_dir, models_dir=models_dir)
 
@@ -606,6 +688,7 @@ class CervixTLTrainingTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Fine-tuning a few steps on phantom cases (about a minute on a CPU)")
         try:
             import torch
+
             from cervixtl import phantom
             from cervixtl.cases import CaseLibrary
             from cervixtl.models.networks import build_network, segresnet_card

@@ -9,26 +9,39 @@ inside the Slicer application and the current interpreter elsewhere (:func:`engi
 * :class:`EngineProcess` starts a long command (contouring, fine-tuning, comparison) without waiting; two
   reader threads queue its output lines and :meth:`EngineProcess.poll` (called from a ``qt.QTimer`` in Slicer,
   from a loop in tests) returns the new ``--progress json`` records without ever blocking, so the GUI stays
-  responsive. :meth:`EngineProcess.cancel` sends SIGTERM, which the engine turns into a clean stop (exit 130,
-  nothing renamed into place); a process that ignores it is killed after a grace period.
+  responsive. :meth:`EngineProcess.cancel` sends SIGTERM to the WHOLE process tree (inside Slicer the command
+  runs under the ``PythonSlicer`` launcher, which starts the real interpreter as a child and forwards no
+  signal); the engine turns it into a clean stop (exit 130, nothing renamed into place); whatever still runs
+  after a grace period is killed, tree and all. :func:`kill_all` stops every live process (module clean-up,
+  interpreter exit).
 
-Standard library only, Python 3.10+; it never imports ``slicer``, ``qt`` or the engine's heavy modules, so it is
-cheap to import inside Slicer (where the ``cervixtl`` package is installed beside the scripted modules).
+Every process starts in its own process group (POSIX) or process group without a console window (Windows, as
+``slicer.util.launchConsoleProcess`` does). The tree is walked with :mod:`psutil` when it is installed (it is
+an engine dependency); before the first-use install the POSIX process group (``os.killpg``) or Windows'
+``taskkill /T`` does the same.
+
+Standard library (+ optional psutil); Python 3.9+ syntax; it never imports ``slicer``, ``qt`` or the engine's
+heavy modules, so it is cheap to import inside Slicer (where the ``cervixtl`` package is installed beside the
+scripted modules).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Sequence
+from typing import IO, Any
 
 #: Seconds between SIGTERM and SIGKILL for a cancelled process that does not stop (default of
 #: :class:`EngineProcess`).
@@ -65,15 +78,34 @@ def inside_slicer_app() -> bool:
 
 def engine_python() -> str:
     """The interpreter of engine processes: ``$CERVIXTL_PYTHON``, else ``PythonSlicer`` inside the Slicer
-    application (it sets up Slicer's Python environment), else the current interpreter."""
+    application (it sets up Slicer's Python environment; never the Slicer binary itself), else the current
+    interpreter.
+
+    Raises:
+        EngineError: inside the Slicer application, and no ``PythonSlicer`` on ``PATH`` or in Slicer's
+            ``bin`` folder.
+    """
     override = os.environ.get("CERVIXTL_PYTHON")
     if override:
         return override
     if inside_slicer_app():
-        found = shutil.which("PythonSlicer")
+        found = shutil.which("PythonSlicer") or _python_slicer_in_home()
         if found:
             return found
+        raise EngineError("cannot find Slicer's Python launcher 'PythonSlicer' (looked on PATH and in Slicer's "
+                          "bin folder); reinstall Slicer, or set CERVIXTL_PYTHON to a Python that has the "
+                          "CervixTL engine's packages")
     return sys.executable
+
+
+def _python_slicer_in_home() -> str | None:
+    """``<Slicer home>/bin/PythonSlicer[.exe]`` when that file exists."""
+    app = getattr(sys.modules.get("slicer"), "app", None)
+    home = getattr(app, "slicerHome", None)
+    if not home:
+        return None
+    path = Path(str(home)) / "bin" / ("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
+    return str(path) if path.is_file() else None
 
 
 def engine_source_dir() -> Path | None:
@@ -106,6 +138,79 @@ def engine_command(args: Sequence[str]) -> list[str]:
 
 def _command_name(args: Sequence[str]) -> str:
     return " ".join(["cervixtl", *[str(a) for a in args[:2]]])
+
+
+# ============================================================================ process trees
+def popen_options(platform: str = os.name) -> dict[str, Any]:
+    """Extra :class:`subprocess.Popen` arguments of an engine process: its own session / process group on
+    POSIX (so that :func:`kill_tree` reaches the launcher's children); on Windows no console window
+    (``CREATE_NO_WINDOW``) and a new process group (``CREATE_NEW_PROCESS_GROUP``)."""
+    if platform == "nt":
+        return {"creationflags": 0x08000000 | 0x00000200}  # CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP
+    return {"start_new_session": True}
+
+
+def _psutil() -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module("psutil")
+    except ImportError:  # before the first-use install: process groups / taskkill instead
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Process ids of every live descendant of ``pid`` (children, grandchildren...; [] without psutil)."""
+    ps = _psutil()
+    if ps is None:
+        return []
+    try:
+        return [c.pid for c in ps.Process(pid).children(recursive=True)]
+    except ps.Error:
+        return []
+
+
+def kill_tree(pid: int, *, force: bool = False, known: Sequence[int] = ()) -> None:
+    """Stop process ``pid``, every descendant of it and the processes ``known`` (descendants seen earlier,
+    which may have been orphaned since): SIGTERM (``force``: SIGKILL) to each, and to ``pid``'s process group
+    on POSIX (:func:`popen_options` made ``pid`` its leader); on Windows ``TerminateProcess`` through psutil,
+    or ``taskkill /T`` without it. Processes already gone are skipped."""
+    pids = [pid, *descendants(pid), *known]
+    if os.name == "posix":
+        try:
+            os.killpg(pid, signal.SIGKILL if force else signal.SIGTERM)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+    ps = _psutil()
+    if ps is None:
+        if os.name == "nt":
+            subprocess.run(["taskkill", "/PID", str(pid), "/T", "/F"], capture_output=True, check=False,
+                           creationflags=0x08000000)
+        return
+    for p in dict.fromkeys(pids):
+        try:
+            proc = ps.Process(p)
+            proc.kill() if force else proc.terminate()
+        except ps.Error:
+            pass
+
+
+#: Live :class:`EngineProcess` objects (for :func:`kill_all`).
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def kill_all() -> int:
+    """Kill every engine process tree this interpreter started that still runs (module clean-up, Slicer exit);
+    returns how many there were."""
+    n = 0
+    for proc in list(_LIVE):
+        if proc.returncode is None or proc.tree_alive():
+            proc.kill()
+            n += 1
+    return n
+
+
+atexit.register(kill_all)
 
 
 # ============================================================================ output lines
@@ -161,22 +266,27 @@ def run_engine(args: Sequence[str], *, timeout_s: float = 600.0, parse_json: boo
     """
     cmd = engine_command(args)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=engine_env(env),
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise EngineError(f"{_command_name(args)} did not finish within {timeout_s:.0f} s") from None
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=engine_env(env),
+                                stdin=subprocess.DEVNULL, **popen_options())
     except OSError as exc:
         raise EngineError(f"cannot start the CervixTL engine with {cmd[0]}: {exc.strerror or exc}") from None
-    if proc.returncode != 0:
-        raise EngineError(describe(proc.stderr, proc.returncode), proc.returncode, proc.stderr)
-    if not parse_json:
-        return proc.stdout
     try:
-        return json.loads(proc.stdout)
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid, force=True)
+        proc.communicate()
+        raise EngineError(f"{_command_name(args)} did not finish within {timeout_s:.0f} s") from None
+    done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    if done.returncode != 0:
+        raise EngineError(describe(done.stderr, done.returncode), done.returncode, done.stderr)
+    if not parse_json:
+        return done.stdout
+    try:
+        return json.loads(done.stdout)
     except ValueError:
-        first = (proc.stdout.strip().splitlines() or ["(nothing)"])[0][:200]
-        raise EngineError(f"{_command_name(args)} did not print JSON: {first}", proc.returncode,
-                          proc.stderr) from None
+        first = (done.stdout.strip().splitlines() or ["(nothing)"])[0][:200]
+        raise EngineError(f"{_command_name(args)} did not print JSON: {first}", done.returncode,
+                          done.stderr) from None
 
 
 # ============================================================================ long commands
@@ -189,6 +299,7 @@ class EngineResult:
     stdout: str
     error: str = ""
     progress: list[dict[str, Any]] = field(default_factory=list)
+    log: str = ""
 
     @property
     def ok(self) -> bool:
@@ -209,13 +320,15 @@ class EngineProcess:
     """
 
     def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None,
-                 *, kill_after_s: float = KILL_AFTER_S, describe: ErrorDescriber = error_line) -> None:
+                 *, kill_after_s: float = KILL_AFTER_S, describe: ErrorDescriber = error_line,
+                 script: str | os.PathLike | None = None) -> None:
         """Start the process (returns at once).
 
         Args:
             env: extra environment variables (see :func:`engine_env`).
             kill_after_s: seconds after :meth:`cancel` before a process that ignores SIGTERM is killed.
             describe: ``describe(stderr, returncode, cancelled)`` -> the one-line message of a failure.
+            script: run ``PYTHON SCRIPT ARGS`` (a helper script of a module) instead of ``PYTHON -m cervixtl ARGS``.
 
         Raises:
             EngineError: the interpreter cannot be started.
@@ -229,18 +342,20 @@ class EngineProcess:
         self.started_at = time.monotonic()
         self._stdout: list[str] = []
         self._term_sent_at: float | None = None
+        self._tree: list[int] = []
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
-        cmd = engine_command(self.args)
+        cmd = [engine_python(), str(script), *self.args] if script else engine_command(self.args)
         try:
             self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           stdin=subprocess.DEVNULL, text=True, bufsize=1, env=engine_env(env),
-                                          cwd=cwd)
+                                          cwd=cwd, **popen_options())
         except OSError as exc:
             raise EngineError(f"cannot start the CervixTL engine with {cmd[0]}: {exc.strerror or exc}") from None
         self._threads = [threading.Thread(target=self._pump, args=(self._proc.stdout, "out"), daemon=True),
                          threading.Thread(target=self._pump, args=(self._proc.stderr, "err"), daemon=True)]
         for t in self._threads:
             t.start()
+        _LIVE.add(self)
 
     def _pump(self, stream: IO[str], kind: str) -> None:
         for line in iter(stream.readline, ""):
@@ -288,17 +403,41 @@ class EngineProcess:
                 self.stderr_lines.append(line.rstrip("\r\n"))
                 del self.stderr_lines[:-STDERR_TAIL_LINES]
         self.records.extend(new)
-        if (self._term_sent_at is not None and self._proc.poll() is None
+        if (self._term_sent_at is not None and (self._proc.poll() is None or self.tree_alive())
                 and time.monotonic() - self._term_sent_at > self.kill_after_s):
-            self._proc.kill()
+            self.kill()
         return new
 
+    def tree_alive(self) -> bool:
+        """True while a process of this command's tree (seen at :meth:`cancel` or now) still runs."""
+        ps = _psutil()
+        if ps is None:
+            return self._proc.poll() is None
+        for pid in [*self._tree, *descendants(self._proc.pid)]:
+            try:
+                if ps.Process(pid).status() != ps.STATUS_ZOMBIE:
+                    return True
+            except ps.Error:
+                continue
+        return self._proc.poll() is None
+
     def cancel(self) -> None:
-        """Ask the engine to stop (SIGTERM: it cleans up, writes no output and exits 130); it is killed when it
-        still runs ``kill_after_s`` later (checked by :meth:`poll`)."""
+        """Ask the engine to stop: SIGTERM to the launcher AND every process under it (the engine cleans up,
+        writes no output and exits 130); what still runs ``kill_after_s`` later is killed (checked by
+        :meth:`poll`)."""
         self.cancelled = True
-        if self._proc.poll() is None:
-            self._proc.terminate()
+        if self._proc.poll() is None or self.tree_alive():
+            self._tree = list(dict.fromkeys([*self._tree, *descendants(self._proc.pid)]))
+            kill_tree(self._proc.pid, known=self._tree)
+            if self._term_sent_at is None:
+                self._term_sent_at = time.monotonic()
+
+    def kill(self) -> None:
+        """Kill the whole process tree at once (SIGKILL / TerminateProcess), e.g. when Slicer exits."""
+        self.cancelled = True
+        self._tree = list(dict.fromkeys([*self._tree, *descendants(self._proc.pid)]))
+        kill_tree(self._proc.pid, force=True, known=self._tree)
+        if self._term_sent_at is None:
             self._term_sent_at = time.monotonic()
 
     def wait(self, timeout_s: float | None = None, poll_s: float = 0.05) -> int | None:
@@ -330,4 +469,5 @@ class EngineProcess:
             t.join()
         self.poll()
         rc = int(self._proc.returncode)
-        return EngineResult(rc, self.cancelled, self.stdout, self.error_message() or "", list(self.records))
+        return EngineResult(rc, self.cancelled, self.stdout, self.error_message() or "", list(self.records),
+                            "\n".join(self.stderr_lines))

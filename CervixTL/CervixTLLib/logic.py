@@ -7,16 +7,29 @@ real MRML scene of ``slicer-core``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from . import nodes
+from . import contract, nodes
 from .engine import EngineError, EngineProcess, contour_args, run_engine
+
+
+def unique_path(folder: Path, stem: str, suffix: str) -> Path:
+    """``folder/<stem>_<YYYYmmdd-HHMMSS>[_n]<suffix>`` that does not exist yet (creates ``folder``)."""
+    import time
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = folder / f"{base}{suffix}", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{base}_{n}{suffix}"
+    return path
 
 
 @dataclass
@@ -57,11 +70,10 @@ class ContourJob:
 class ContourLogic:
     """Engine-facing actions of the CervixTL module (no Qt)."""
 
-    def __init__(self, models_dir: str | os.PathLike | None = None, cases_dir: str | os.PathLike | None = None,
-                 proposals_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, models_dir: str | os.PathLike | None = None, cases_dir: str | os.PathLike | None = None
+                 ) -> None:
         self.models_dir = str(models_dir) if models_dir else None
         self.cases_dir = str(cases_dir) if cases_dir else None
-        self.proposals_dir = Path(proposals_dir) if proposals_dir else Path(tempfile.gettempdir()) / "cervixtl-proposals"
 
     # ------------------------------------------------------------------ contouring
     def start_contour(self, ct_node: Any, *, model: str | None = None, device: str = "auto", fast: bool = False,
@@ -98,34 +110,36 @@ class ContourLogic:
             if result.cancelled:
                 raise EngineError("contouring was cancelled; nothing was changed", result.returncode)
             if not result.ok:
-                raise EngineError(result.error, result.returncode)
+                raise EngineError(contract.error_text(result), result.returncode)
             if not job.out_path.is_file():
                 raise EngineError("the engine finished but wrote no segmentation", result.returncode)
+            summary = job.summary = self.read_summary(job)
             node_name = name or f"{job.ct_node.GetName()} CervixTL"
             try:
                 seg_node = nodes.load_segmentation_file(job.out_path, job.ct_node, name=node_name,
                                                         target_node=output_node)
             except ValueError as exc:
                 raise EngineError(str(exc)) from None
-            self.proposals_dir.mkdir(parents=True, exist_ok=True)
-            keep = Path(tempfile.mkstemp(prefix="proposal-", suffix=".seg.nrrd", dir=self.proposals_dir)[1])
-            shutil.copyfile(job.out_path, keep)
-            seg_node.SetAttribute(nodes.PROPOSAL_ATTRIBUTE, str(keep))
-            summary = job.summary = self.read_summary(job)
-            model = summary.get("model")
-            if isinstance(model, dict) and model.get("name"):
-                seg_node.SetAttribute(nodes.MODEL_ATTRIBUTE, f"{model['name']}@{model.get('version', '')}")
+            nodes.tie_to_ct(seg_node, job.ct_node)
+            nodes.keep_proposal_copy(seg_node, job.ct_node)
+            model = summary["model"]
+            seg_node.SetAttribute(nodes.MODEL_ATTRIBUTE, f"{model['name']}@{model['version']}")
             return seg_node
         finally:
             shutil.rmtree(job.workdir, ignore_errors=True)
 
     @staticmethod
     def read_summary(job: ContourJob) -> dict[str, Any]:
-        """The engine's summary JSON of a finished job ({} when absent)."""
+        """The engine's summary of a finished job (``cervixtl-contour/1``, read by :mod:`.contract`).
+
+        Raises:
+            EngineError: missing or not the contract's summary.
+        """
         try:
-            return json.loads(job.summary_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+            text = job.summary_path.read_text(encoding="utf-8")
+        except OSError:
+            raise EngineError("the engine finished but wrote no contouring summary") from None
+        return contract.parse(text, "contour", ("model", "ptv"))
 
     def contour(self, ct_node: Any, *, output_node: Any = None, timeout_s: float = 600.0, **kwargs: Any) -> Any:
         """Blocking :meth:`start_contour` + :meth:`finish_contour` (self-test, scripts)."""
@@ -138,25 +152,10 @@ class ContourLogic:
         return self.finish_contour(job, output_node)
 
     # ------------------------------------------------------------------ models
-    def _models_args(self) -> list[str]:
-        return ["--models-dir", self.models_dir] if self.models_dir else []
-
-    def list_models(self) -> list[dict[str, Any]]:
-        """Registered models (``cervixtl models list --json``)."""
-        rows = run_engine(["models", "list", "--json", *self._models_args()], timeout_s=120, parse_json=True)
-        return rows if isinstance(rows, list) else rows.get("models", [])
-
-    def import_model(self, source: str, sha256: str | None = None) -> str:
-        """``cervixtl models import SOURCE [--sha256 HEX]`` (a catalogue name, folder, archive or URL); returns
-        the engine's output line."""
-        args = ["models", "import", source, *self._models_args()]
-        if sha256:
-            args += ["--sha256", sha256]
-        return run_engine(args, timeout_s=1800).strip()
-
     @staticmethod
     def catalogue() -> list[dict[str, Any]]:
-        """Downloadable models from the extension's ``Resources/Models.json`` ([] when unavailable)."""
+        """Downloadable models from the extension's ``Resources/Models.json`` ([] when unavailable); read by the
+        engine's torch-free catalogue reader (``cervixtl.models`` imports torch lazily)."""
         try:
             from cervixtl.models.download import read_catalogue
 
@@ -164,43 +163,69 @@ class ContourLogic:
         except Exception:  # noqa: BLE001 - the catalogue is optional
             return []
 
-    @staticmethod
-    def detect_devices() -> dict[str, Any]:
-        """{"cuda": bool, "gpus": [names], "torch": version or None} for the device selector."""
-        try:
-            import torch
-        except Exception:  # noqa: BLE001 - torch may be missing before first-use install
-            return {"cuda": False, "gpus": [], "torch": None}
-        cuda = bool(torch.cuda.is_available())
-        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
-        return {"cuda": cuda, "gpus": gpus, "torch": torch.__version__}
-
     # ------------------------------------------------------------------ export / cases
     @staticmethod
     def export_segmentation(seg_node: Any, ct_node: Any, path: str | os.PathLike) -> Path:
-        """Write ``.seg.nrrd`` or NIfTI/NRRD label map (+ sidecar) on the CT grid, atomically."""
+        """Write ``.seg.nrrd`` or NIfTI/NRRD label map (+ sidecar) on the CT grid, atomically.
+
+        Raises:
+            ValueError: the segmentation belongs to another CT.
+        """
+        nodes.check_same_ct(seg_node, ct_node, "export")
         return nodes.write_segmentation_node(seg_node, ct_node, path)
 
-    def export_rtstruct_with_engine(self, ct_dicom_dir: str | os.PathLike, seg_node: Any, ct_node: Any,
-                                    out_path: str | os.PathLike, label: str = "CervixTL") -> Path:
-        """DICOM RTSTRUCT through ``cervixtl rtstruct export`` (used when SlicerRT is not installed)."""
-        with tempfile.TemporaryDirectory(prefix="cervixtl-export-") as tmp:
-            seg_file = nodes.write_segmentation_node(seg_node, ct_node, Path(tmp) / "contours.seg.nrrd")
-            run_engine(["rtstruct", "export", str(ct_dicom_dir), str(seg_file), str(out_path),
-                        "--structure-set-label", label], timeout_s=600)
-        return Path(out_path)
+    def export_rtstruct(self, ct_node: Any, seg_node: Any, folder: str | os.PathLike, *, dicom_database: Any = None,
+                        slicer_rt: Any = None, label: str = "CervixTL") -> Path:
+        """DICOM RTSTRUCT of ``seg_node`` in ``folder``, referring to the CT series the user loaded.
+
+        The default path is the engine's exporter (``cervixtl rtstruct export``) on exactly the CT's own instance
+        files (the ``DICOM.instanceUIDs`` Slicer's DICOM module sets on the volume, looked up in
+        ``dicom_database``, i.e. ``slicer.dicomDatabase``): it refers to those instances and is validated. Only
+        when the CT was not loaded from DICOM and SlicerRT is installed (``slicer_rt``: a
+        ``DicomRtImportExportPluginClass``) are the CT AND the segmentation exported with SlicerRT as a new
+        study (SlicerRT refuses an RTSTRUCT without its primary image). The file name is new each time
+        (``RS_<label>_<date-time>.dcm``): an earlier export is never overwritten.
+
+        Returns:
+            The RTSTRUCT file (engine), or the folder SlicerRT wrote into.
+
+        Raises:
+            ValueError: the segmentation belongs to another CT, the CT's DICOM files are missing, or neither
+                path is possible.
+            EngineError: the engine's exporter failed (one line).
+        """
+        nodes.check_same_ct(seg_node, ct_node, "export an RTSTRUCT")
+        files = nodes.ct_instance_files(ct_node, dicom_database)
+        if files:
+            out = unique_path(Path(folder), f"RS_{label}", ".dcm")
+            with tempfile.TemporaryDirectory(prefix="cervixtl-export-") as tmp:
+                series = Path(tmp) / "ct"
+                series.mkdir()
+                for i, f in enumerate(files):  # only this series, whatever else its folder holds
+                    shutil.copyfile(f, series / f"{i:05d}.dcm")
+                seg_file = nodes.write_segmentation_node(seg_node, ct_node, Path(tmp) / "contours.seg.nrrd")
+                run_engine(["rtstruct", "export", str(series), str(seg_file), str(out),
+                            "--structure-set-label", label], timeout_s=600)
+            return out
+        if slicer_rt is not None:
+            return nodes.export_with_slicer_rt(slicer_rt, ct_node, seg_node, Path(folder))
+        raise ValueError("the CT was not loaded from DICOM: an RTSTRUCT must refer to the CT's DICOM series "
+                         "(load the CT from the DICOM database, or install SlicerRT to export CT + RTSTRUCT as a "
+                         "new study)")
 
     def save_case(self, ct_node: Any, seg_node: Any, *, site: str | None = None,
                   names: Sequence[str] | None = None) -> str:
         """Store the CT, the edited contours and the model's original proposal in the case library with
         ``cervixtl cases add`` (anonymised: no names, dates or UIDs are written); returns the case id."""
+        nodes.check_same_ct(seg_node, ct_node, "save the case")
         with tempfile.TemporaryDirectory(prefix="cervixtl-case-") as tmp:
             ct_path = nodes.write_volume(ct_node, Path(tmp) / "ct.nii.gz")
             final = nodes.write_segmentation_node(seg_node, ct_node, Path(tmp) / "final.seg.nrrd", names)
             args = ["cases", "add", str(ct_path), str(final)]
-            proposal = seg_node.GetAttribute(nodes.PROPOSAL_ATTRIBUTE)
-            if proposal and Path(proposal).is_file():
-                args += ["--proposal", proposal]
+            proposal = nodes.proposal_copy(seg_node)
+            if proposal is not None:
+                args += ["--proposal", str(nodes.write_segmentation_node(proposal, ct_node,
+                                                                         Path(tmp) / "proposal.seg.nrrd", names))]
             if site:
                 args += ["--site", site]
             if self.cases_dir:

@@ -17,14 +17,16 @@ from __future__ import annotations
 import importlib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Union
 
 import numpy as np
 
 from . import nodes
 
-Margin = float | Sequence[float]
+#: A margin in mm: isotropic, or six values R, L, A, P, S, I (Union, not |: Python 3.9 evaluates this line).
+Margin = Union[float, Sequence[float]]  # noqa: UP007 - Python 3.9 (Slicer 5.8) evaluates this line
 Box = tuple[slice, slice, slice]
 #: Organs whose overlap with the PTV is reported (canonical engine names).
 OVERLAP_ORGANS = ("Rectum", "Bladder")
@@ -149,6 +151,7 @@ class MarginPreview:
 
     def __init__(self, seg_node: Any, reference_volume: Any, *, gtv: str = "GTV", ctv: str = "CTV",
                  ptv: str = "PTV", body: str = "Body") -> None:
+        nodes.check_same_ct(seg_node, reference_volume, "preview margins")
         importlib.import_module("cervixtl.margins")  # now, so that the first slider move is not slowed
 
         self.seg_node = seg_node

@@ -9,17 +9,20 @@ the engine works in LPS (see :mod:`.geometry`); arrays are (z, y, x) on both sid
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .geometry import grid_from_ijk_to_ras
 
-#: Node attribute holding the path of the model's original proposal (.seg.nrrd) of a segmentation node.
-PROPOSAL_ATTRIBUTE = "CervixTL.ProposalFile"
 #: Node attribute holding the model spec that produced a segmentation node.
 MODEL_ATTRIBUTE = "CervixTL.Model"
+#: Node reference role segmentation -> the CT it was proposed on (saved with the scene).
+CT_REFERENCE_ROLE = "CervixTL.CT"
+#: Node reference role segmentation -> the hidden copy of the model's original proposal (saved with the scene).
+PROPOSAL_REFERENCE_ROLE = "CervixTL.Proposal"
 
 
 def _slicer() -> Any:
@@ -38,7 +41,7 @@ def ijk_to_ras_array(volume_node: Any) -> np.ndarray:
     return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
-def volume_grid(volume_node: Any) -> "Any":
+def volume_grid(volume_node: Any) -> Any:
     """An empty (uint8 zeros) engine :class:`~cervixtl.image.Image` with the volume's grid (LPS geometry).
 
     Raises:
@@ -96,10 +99,22 @@ def find_segment_id(seg_node: Any, name: str) -> str | None:
 def segment_mask(seg_node: Any, segment_id: str, reference_volume: Any) -> np.ndarray:
     """Boolean mask (z, y, x) of a segment resampled on ``reference_volume``'s grid."""
     slicer = _slicer()
-    arr = slicer.util.arrayFromSegmentBinaryLabelmap(seg_node, segment_id, reference_volume)
+    scene = seg_node.GetScene()
+    before = _node_ids(scene)
+    try:
+        arr = slicer.util.arrayFromSegmentBinaryLabelmap(seg_node, segment_id, reference_volume)
+    finally:  # slicer.util removes its temporary label map node but leaves that node's display node behind
+        for node_id in _node_ids(scene) - before:
+            node = scene.GetNodeByID(node_id)
+            if node is not None and node.IsA("vtkMRMLDisplayNode"):
+                scene.RemoveNode(node)
     if arr is None:
         return np.zeros(tuple(reversed(reference_volume.GetImageData().GetDimensions())), dtype=bool)
     return np.asarray(arr) > 0
+
+
+def _node_ids(scene: Any) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())} if scene is not None else set()
 
 
 def set_segment_mask(seg_node: Any, segment_id: str, mask: np.ndarray, reference_volume: Any) -> None:
@@ -283,3 +298,196 @@ def segment_summary(seg_node: Any, reference_volume: Any) -> list[dict[str, Any]
         rows.append({"id": sid, "name": seg.GetSegment(sid).GetName(), "voxels": n,
                      "volume_ml": round(n * ml_per_voxel, 3)})
     return rows
+
+
+# ============================================================================ segmentation <-> CT ties
+def tie_to_ct(seg_node: Any, ct_node: Any) -> None:
+    """Record that ``seg_node`` was made on ``ct_node`` (a node reference, saved with the scene)."""
+    seg_node.SetNodeReferenceID(CT_REFERENCE_ROLE, ct_node.GetID())
+
+
+def tied_ct(seg_node: Any) -> Any:
+    """The CT ``seg_node`` belongs to: its CervixTL reference, else Slicer's reference-geometry volume; None when
+    it has neither."""
+    ct = seg_node.GetNodeReference(CT_REFERENCE_ROLE)
+    if ct is None:
+        ct = seg_node.GetNodeReference(seg_node.GetReferenceImageGeometryReferenceRole())
+    return ct
+
+
+def check_same_ct(seg_node: Any, ct_node: Any, action: str) -> None:
+    """Refuse ``action`` (e.g. "export") when ``seg_node`` belongs to another CT than ``ct_node``.
+
+    Raises:
+        ValueError: one readable line naming both nodes.
+    """
+    if seg_node is None or ct_node is None:
+        raise ValueError(f"cannot {action}: select the planning CT and its segmentation first")
+    ct = tied_ct(seg_node)
+    if ct is not None and ct.GetID() != ct_node.GetID():
+        raise ValueError(f"cannot {action}: segmentation {seg_node.GetName()!r} was made on CT {ct.GetName()!r}, "
+                         f"not on the selected CT {ct_node.GetName()!r}; select its own CT")
+
+
+def detach_from_files(node: Any) -> None:
+    """Remove the storage nodes of ``node``, so that a normal Save never writes into the file it came from
+    (it asks for a new location instead)."""
+    scene = node.GetScene()
+    storage = [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+    node.SetAndObserveStorageNodeID(None)
+    for st in storage:
+        if st is not None and scene is not None:
+            scene.RemoveNode(st)
+
+
+def keep_proposal_copy(seg_node: Any, ct_node: Any) -> Any:
+    """Keep a hidden copy of ``seg_node``'s segments as the model's original proposal (referenced from
+    ``seg_node`` and saved with the scene: no temporary file that a reopened scene would miss); replaces an
+    earlier copy. Returns the copy."""
+    scene = seg_node.GetScene()
+    old = seg_node.GetNodeReference(PROPOSAL_REFERENCE_ROLE)
+    if old is not None:
+        _remove_with_display(scene, old)
+    copy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{seg_node.GetName()} original proposal")
+    copy.GetSegmentation().DeepCopy(seg_node.GetSegmentation())
+    copy.SetReferenceImageGeometryParameterFromVolumeNode(ct_node)
+    copy.SetHideFromEditors(True)
+    copy.SetAttribute("CervixTL.Role", "original proposal")
+    tie_to_ct(copy, ct_node)
+    seg_node.SetNodeReferenceID(PROPOSAL_REFERENCE_ROLE, copy.GetID())
+    return copy
+
+
+def proposal_copy(seg_node: Any) -> Any:
+    """The hidden original-proposal node of ``seg_node`` (None when there is none)."""
+    return seg_node.GetNodeReference(PROPOSAL_REFERENCE_ROLE)
+
+
+# ============================================================================ DICOM
+def ct_instance_files(ct_node: Any, dicom_database: Any) -> list[str]:
+    """The DICOM files of the CT's own instances (``DICOM.instanceUIDs`` of the volume, looked up with
+    ``dicom_database.fileForInstance``), in the volume's order; [] when the CT was not loaded from DICOM.
+
+    Raises:
+        ValueError: some instance is no longer in the database or its file is gone.
+    """
+    uids = (ct_node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    if not uids or dicom_database is None:
+        return []
+    files = [dicom_database.fileForInstance(uid) for uid in uids]
+    missing = [u for u, f in zip(uids, files) if not f or not os.path.isfile(f)]
+    if missing:
+        raise ValueError(f"{len(missing)} of the {len(uids)} DICOM files of CT {ct_node.GetName()!r} are no longer "
+                         "in the DICOM database; re-import the CT series")
+    return [str(f) for f in files]
+
+
+def export_with_slicer_rt(exporter: Any, ct_node: Any, seg_node: Any, folder: Path) -> Path:
+    """Export the CT and the segmentation as one new DICOM RT study with SlicerRT's plugin (``exporter``:
+    ``DicomRtImportExportPluginClass``): both exportables (SlicerRT needs the primary CT image), under the
+    CT's subject-hierarchy study (a new anonymous patient/study when it has none).
+
+    Raises:
+        ValueError: SlicerRT's error message.
+    """
+    slicer = _slicer()
+    scene = ct_node.GetScene()
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if subject_hierarchy_parent(scene, ct_node) in (None, sh.GetSceneItemID()):
+        patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Anonymous")
+        study = sh.CreateStudyItem(patient, "CervixTL")
+        item = sh.GetItemByDataNode(ct_node)
+        if item:
+            sh.SetItemParent(item, study)
+        else:
+            sh.CreateItem(study, ct_node)
+    place_beside(scene, seg_node, ct_node)
+    exportables = [*exporter.examineForExport(sh.GetItemByDataNode(ct_node)),
+                   *exporter.examineForExport(sh.GetItemByDataNode(seg_node))]
+    folder.mkdir(parents=True, exist_ok=True)
+    for e in exportables:
+        e.directory = str(folder)
+    error = exporter.export(exportables)
+    if error:
+        raise ValueError(f"SlicerRT: {error}")
+    return folder
+
+
+# ============================================================================ reading files into the scene
+def read_file_detached(scene: Any, path: str | os.PathLike, name: str, *, segmentation: bool = False,
+                       reference_volume: Any = None) -> Any:
+    """Read a volume file (or a ``.seg.nrrd``) into a new node called ``name``, NOT bound to the file: the
+    storage node is removed after reading, so that Slicer's Save asks for a new place instead of writing edits
+    back (into the case library, bypassing its anonymisation and geometry checks). A segmentation gets
+    ``reference_volume``'s geometry and a tie to it.
+
+    Raises:
+        OSError: unreadable file (the scene is left as it was).
+    """
+    node_class, storage_class = (("vtkMRMLSegmentationNode", "vtkMRMLSegmentationStorageNode") if segmentation
+                                 else ("vtkMRMLScalarVolumeNode", "vtkMRMLVolumeArchetypeStorageNode"))
+    node = scene.AddNewNodeByClass(node_class, name)
+    storage = scene.AddNewNodeByClass(storage_class)
+    try:
+        storage.SetFileName(str(path))
+        if not storage.ReadData(node):
+            scene.RemoveNode(node)
+            raise OSError(f"could not read {Path(path).name}")
+    finally:
+        scene.RemoveNode(storage)
+    node.SetAndObserveStorageNodeID(None)
+    if segmentation and reference_volume is not None:
+        node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+        tie_to_ct(node, reference_volume)
+    return node
+
+
+# ============================================================================ undo
+class ContourHistory:
+    """Undo for the changes the module makes to a segmentation (a new proposal into an existing node, applied
+    margins): :meth:`keep` saves a copy of its segments (a ``vtkSegmentation`` deep copy) before the change,
+    :meth:`undo` puts the last copy back. At most ``depth`` copies per node."""
+
+    def __init__(self, depth: int = 5) -> None:
+        self.depth = int(depth)
+        self._copies: dict[str, list[Any]] = {}
+
+    def keep(self, seg_node: Any) -> None:
+        """Save ``seg_node``'s segments as they are now."""
+        slicer = _slicer()
+        copy = slicer.vtkSegmentation()
+        copy.DeepCopy(seg_node.GetSegmentation())
+        stack = self._copies.setdefault(seg_node.GetID(), [])
+        stack.append(copy)
+        del stack[:-self.depth]
+
+    def can_undo(self, seg_node: Any) -> bool:
+        """True when :meth:`undo` has something to restore for ``seg_node``."""
+        return seg_node is not None and bool(self._copies.get(seg_node.GetID()))
+
+    def undo(self, seg_node: Any) -> bool:
+        """Restore the last kept segments of ``seg_node``; False when there is nothing to undo."""
+        stack = self._copies.get(seg_node.GetID()) if seg_node is not None else None
+        if not stack:
+            return False
+        seg_node.GetSegmentation().DeepCopy(stack.pop())
+        seg_node.Modified()
+        return True
+
+    def forget(self, seg_node: Any = None) -> None:
+        """Drop the copies of ``seg_node`` (all nodes when None: scene closed)."""
+        if seg_node is None:
+            self._copies.clear()
+        else:
+            self._copies.pop(seg_node.GetID(), None)
+
+
+def show_3d(seg_node: Any, visible: bool = True) -> None:
+    """Show (or hide) the segments as closed surfaces in the 3D views."""
+    if visible:
+        seg_node.CreateClosedSurfaceRepresentation()
+    display = seg_node.GetDisplayNode()
+    if display is None:
+        seg_node.CreateDefaultDisplayNodes()
+        display = seg_node.GetDisplayNode()
+    display.SetVisibility3D(bool(visible))

@@ -3,10 +3,10 @@
 Everything here runs without Qt and without the Slicer application, so that it can be tested against the real
 MRML libraries of the ``slicer-core`` package:
 
-* :mod:`.engine` -- runs the ``cervixtl`` command line as a separate process with :mod:`cervixtl.runner`: quick
-  commands synchronously, long ones as a :class:`~.engine.BackgroundProcess` polled by the GUI timer,
+* (the engine runner, the JSON contract reader and node <-> file conversion are CervixTL's: ``CervixTLLib.engine``,
+  ``CervixTLLib.contract``, ``CervixTLLib.nodes``; this module depends on CervixTL),
 * :mod:`.verdict` -- the plain-language verdict of a source-vs-new model comparison,
-* :mod:`.estimates` -- time estimates from a measured step time, pre-flight checks, readable engine errors,
+* :mod:`.estimates` -- time estimates from a measured step time, pre-flight checks,
 * :mod:`.tables` -- filling ``vtkMRMLTableNode`` / plot nodes,
 * :mod:`.logic` -- :class:`~.logic.TrainingLogic`, what the module's Logic class delegates to.
 """

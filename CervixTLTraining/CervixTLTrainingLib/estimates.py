@@ -1,4 +1,4 @@
-"""Pre-flight checks, honest time estimates and readable engine errors (pure Python, no Slicer, no Qt).
+"""Pre-flight checks and honest time estimates (pure Python, no Slicer, no Qt).
 
 Time estimates come from a *measured* training-step time (``steptime.py`` times real forward/backward passes
 of the model on one patch, on the chosen device) multiplied by the number of planned steps, plus a measured
@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-
-from cervixtl.runner import error_line
 
 #: Fewest cases a fine-tuning run accepts: at least one to train on and one held out to validate on.
 MIN_CASES = 2
@@ -44,7 +41,7 @@ class StepTiming:
     device_name: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StepTiming":
+    def from_dict(cls, d: dict) -> StepTiming:
         """From the JSON printed by ``steptime.py``."""
         return cls(device=str(d.get("device", "cpu")), step_s=float(d["step_s"]) if d.get("step_s") is not None else math.nan,
                    startup_s=float(d.get("startup_s") or 0.0), cuda_available=bool(d.get("cuda_available", False)),
@@ -131,33 +128,3 @@ def check_disk_space(folder: str | os.PathLike, needed_bytes: int = MIN_FREE_BYT
         return (f"The disk holding {folder} has only {free / 2**20:.0f} MB free; fine-tuning needs about "
                 f"{needed_bytes / 2**20:.0f} MB. Free some space first (nothing was started).")
     return None
-
-
-_DISK_FULL = re.compile(r"no space left|disk is full|disk full|errno 28|ENOSPC", re.IGNORECASE)
-_GEOMETRY = re.compile(r"geometry|same grid|voxel grid|does not match the ct", re.IGNORECASE)
-
-
-def friendly_error(stderr: str, returncode: int | None, cancelled: bool = False) -> str:
-    """One readable line for a failed engine run, from its stderr and exit status.
-
-    * exit 130 / "cancelled" / ``cancelled`` (the GUI's Cancel, even when the process was killed before the
-      engine installed its signal handler): stopped on request, nothing changed;
-    * a full disk (ENOSPC in any form): say so, and that nothing was lost;
-    * else :func:`cervixtl.runner.error_line` without its ``cervixtl: error:`` prefix (a geometry mismatch
-      gets a hint what to do): the engine's own error line, the last log line, or the exit status.
-    """
-    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
-    if cancelled or returncode == 130 or any(ln.startswith("cervixtl: cancelled") for ln in lines):
-        return ("Stopped on request. Nothing was changed: the active model is the same as before "
-                "(an interrupted fine-tuning can be continued with Resume).")
-    if _DISK_FULL.search("\n".join(lines)):
-        return ("The disk is full, so the engine stopped. Nothing was lost: the active model is unchanged and "
-                "finished checkpoints are kept. Free some space, then press Start with Resume.")
-    msg = error_line(lines, returncode)
-    if msg.startswith("cervixtl: error:"):
-        msg = msg[len("cervixtl: error:"):].strip()
-        if _GEOMETRY.search(msg):
-            msg += " (the segmentation must be on the CT's voxel grid: re-export it from the CervixTL module)"
-    elif msg.startswith("cervixtl: internal error:"):
-        msg = msg[len("cervixtl: "):]
-    return msg

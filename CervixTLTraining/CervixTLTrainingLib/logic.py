@@ -9,8 +9,13 @@
   with a bar chart and a plain verdict (:mod:`.verdict`);
 * the model-versions table (parent, cases used, validation metrics, date, active).
 
-Long runs are :class:`~.engine.BackgroundProcess` objects; the GUI calls :meth:`TrainingLogic.poll` from a
-timer, so it never freezes; :meth:`TrainingLogic.cancel` stops the engine cleanly.
+Every engine call goes through CervixTL's one runner (``CervixTLLib.engine``): with ``on_done`` a method queues
+its command on :attr:`TrainingLogic.tasks` (a background :class:`~CervixTLLib.engine.TaskQueue` the GUI polls
+from its timer, so no click blocks the GUI) and calls ``on_done(value)`` later; without, it runs the command to
+the end (scripts, the self-test, tests). Long runs (fine-tuning, comparison) are
+:class:`~CervixTLLib.engine.EngineProcess` objects; the GUI calls :meth:`TrainingLogic.poll` from the same
+timer; :meth:`TrainingLogic.cancel` stops the whole process tree. What the engine prints is read by
+``CervixTLLib.contract`` only (its JSON contract; no key guessing); every path comes from the engine.
 """
 
 from __future__ import annotations
@@ -19,18 +24,23 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional
 
 from cervixtl.splits import split_cases
+from CervixTLLib import contract, nodes
+from CervixTLLib.engine import EngineError, EngineProcess, EngineResult, TaskQueue, run_engine
 
-from . import estimates, nodes_io, tables
-from .engine import BackgroundProcess, EngineError, engine_env, engine_python, run_engine
+from . import estimates, tables
 from .verdict import StructureComparison, classify, verdict
+
+#: Seconds between SIGTERM and SIGKILL when a cancelled run does not stop by itself (a training step or a
+#: validation pass may be under way when the cancel arrives).
+KILL_GRACE_S = 20.0
 
 #: One-line explanation of each freezing strategy, shown under the selector.
 FREEZE_HELP: dict[str, str] = {
@@ -80,7 +90,7 @@ class FinetuneRequest:
         """The engine arguments, ``finetune ... --progress json``."""
         args = ["finetune", "--source", self.source or "none", "--cases", ",".join(self.cases),
                 "--name", self.name, "--freeze", self.freeze, "--val-fraction", f"{self.val_fraction:g}",
-                "--device", self.device, "--seed", str(int(self.seed)), "--progress", "json"]
+                "--device", self.device, "--seed", str(int(self.seed)), "--progress", "json", "--json"]
         if self.minutes:
             args += ["--minutes", f"{float(self.minutes):g}"]
         elif self.epochs:
@@ -106,6 +116,7 @@ class JobStatus:
         returncode: exit status once finished.
         cancelled: the job was stopped with :meth:`TrainingLogic.cancel`.
         new_records: progress records received in this poll.
+        log: the engine's stderr log once the job ended (for "Show Details").
     """
 
     kind: str = ""
@@ -117,68 +128,12 @@ class JobStatus:
     returncode: int | None = None
     cancelled: bool = False
     new_records: list[dict[str, Any]] = field(default_factory=list)
+    log: str = ""
 
     @property
     def eta_text(self) -> str:
         """"about 3 min left" or ""."""
         return f"about {estimates.format_duration(self.eta_s)} left" if math.isfinite(self.eta_s) else ""
-
-
-# ---------------------------------------------------------------------------------------------- normalisers
-def _first(d: dict, *keys: str, default: Any = None) -> Any:
-    for k in keys:
-        if k in d and d[k] is not None:
-            return d[k]
-    return default
-
-
-def _as_list(data: Any, key: str) -> list[dict]:
-    if isinstance(data, dict):
-        data = data.get(key, data.get("items", []))
-    return [d for d in (data or []) if isinstance(d, dict)]
-
-
-def normalise_case(d: dict) -> dict[str, Any]:
-    """One case-library entry as {id, added, site, structures (list), ctv_dice, dice (dict)}."""
-    structures = _first(d, "structures", "segments", default=[])
-    if isinstance(structures, dict):
-        structures = list(structures)
-    structures = [s.get("name", "") if isinstance(s, dict) else str(s) for s in structures]
-    dice = _first(d, "proposal_dice", "proposal_vs_final_dice", "dice", default={}) or {}
-    if isinstance(dice, list):
-        dice = {str(e.get("name")): e.get("dice") for e in dice if isinstance(e, dict)}
-    ctv = dice.get("CTV") if isinstance(dice, dict) else None
-    return {"id": str(_first(d, "id", "case_id", default="")),
-            "added": str(_first(d, "added", "date_added", "created", default="")),
-            "site": str(_first(d, "site", default="") or ""),
-            "structures": structures,
-            "dice": dice if isinstance(dice, dict) else {},
-            "ctv_dice": float(ctv) if isinstance(ctv, (int, float)) else math.nan,
-            "path": _first(d, "path", "folder", "dir", default=None)}
-
-
-def normalise_model(d: dict) -> dict[str, Any]:
-    """One registry entry as {name, version, spec, active, parent, cases, freeze, val_dice, created,
-    derivation}."""
-    card = d.get("card") if isinstance(d.get("card"), dict) else d
-    parent = card.get("parent") or d.get("parent")
-    if isinstance(parent, dict):
-        parent = f"{parent.get('name')}@{parent.get('version')}"
-    training = card.get("training") or {}
-    validation = card.get("validation") or {}
-    val_dice = {}
-    if isinstance(validation, dict):
-        for k, v in validation.items():
-            if isinstance(v, dict) and isinstance(v.get("dice"), (int, float)):
-                val_dice[k] = float(v["dice"])
-    name = str(_first(d, "name", default=card.get("name", "")))
-    version = str(_first(d, "version", default=card.get("version", "")))
-    return {"name": name, "version": version, "spec": f"{name}@{version}",
-            "active": bool(d.get("active", False)), "parent": parent or "",
-            "cases": training.get("cases") if isinstance(training, dict) else None,
-            "freeze": training.get("freeze", "") if isinstance(training, dict) else "",
-            "val_dice": val_dice, "created": str(_first(d, "created", default=card.get("created", ""))),
-            "derivation": str(card.get("derivation", "")), "path": d.get("path")}
 
 
 def _num(x: Any) -> float:
@@ -187,24 +142,21 @@ def _num(x: Any) -> float:
 
 
 def comparison_rows(data: dict, source: str, new: str) -> list[StructureComparison]:
-    """Per-structure rows (source vs new) from ``compare.json`` of ``cervixtl compare``.
+    """Per-structure rows (source vs new) from the JSON of ``cervixtl compare --json``.
 
-    That file holds ``models`` (the specs, in ``--models`` order), ``structures``, ``summary`` (model ->
-    structure -> metric -> {n, mean, median, ...}) and ``tests`` (paired Wilcoxon per structure, metric and
-    model pair a/b, with ``median_difference`` = b - a). ``source`` / ``new`` are matched against ``models``;
-    a name without version (or not found) falls back to the first / second model.
+    It holds ``models`` (the specs, in ``--models`` order), ``structures``, ``summary`` (model -> structure ->
+    metric -> {n, mean, median, ...}) and ``tests`` (paired Wilcoxon per structure, metric and model pair a/b,
+    with ``median_difference`` = b - a). ``source`` and ``new`` are the specs the comparison was started with.
+
+    Raises:
+        EngineError: a spec is not among the compared models.
     """
+    data = contract.parse(data, "compare", ("models", "structures", "summary", "tests"))
     models = [str(m) for m in data.get("models", [])]
-
-    def pick(spec: str, index: int) -> str:
-        if spec in models:
-            return spec
-        same_name = [m for m in models if m.split("@")[0] == spec.split("@")[0]]
-        if len(same_name) == 1:
-            return same_name[0]
-        return models[index] if len(models) > index else spec
-
-    src, new_ = pick(source, 0), pick(new, 1)
+    for spec in (source, new):
+        if spec not in models:
+            raise EngineError(f"the comparison did not compare {spec} (it compared {', '.join(models)})")
+    src, new_ = source, new
     summary = data.get("summary") or {}
     tests = [t for t in data.get("tests") or [] if isinstance(t, dict)]
 
@@ -233,12 +185,20 @@ def comparison_rows(data: dict, source: str, new: str) -> list[StructureComparis
 
 
 # ---------------------------------------------------------------------------------------------- logic
+Done = Optional[Callable[[Any], Any]]  # noqa: UP045 - evaluated at run time (Python 3.9 loads this file)
+
+
 class TrainingLogic:
     """Qt-free logic of the CervixTLTraining module (see the module docstring).
 
     Args:
         scene: the ``vtkMRMLScene`` whose table / plot nodes are filled.
         cases_dir / models_dir: override ``CERVIXTL_CASES_DIR`` / ``CERVIXTL_MODELS_DIR`` for the engine.
+
+    Attributes:
+        tasks: the background queue of quick engine commands (polled by the GUI's timer).
+        report_error: ``report_error(message, log)`` for a failed background command (the GUI shows a dialog);
+            without it the last one is kept in :attr:`last_error`.
     """
 
     def __init__(self, scene: Any, cases_dir: str | None = None, models_dir: str | None = None) -> None:
@@ -248,114 +208,161 @@ class TrainingLogic:
             self.env["CERVIXTL_CASES_DIR"] = str(cases_dir)
         if models_dir:
             self.env["CERVIXTL_MODELS_DIR"] = str(models_dir)
-        self.job: BackgroundProcess | None = None
+        self.tasks = TaskQueue(self.env)
+        self.report_error: Callable[[str, str], Any] | None = None
+        self.last_error: tuple[str, str] | None = None
+        self.job: EngineProcess | None = None
         self.job_kind = ""
         self.job_request: FinetuneRequest | None = None
-        self.compare_out: Path | None = None
+        self.compare_models: tuple[str, str] | None = None
         self.curve: tables.TrainingCurve | None = None
         self.last_held_out: list[str] = []
         self._last_status = JobStatus()
 
-    # ------------------------------------------------------------------ helpers
-    def _run(self, args: Sequence[str], *, parse_json: bool = False, timeout_s: float = 300.0) -> Any:
-        return run_engine(args, parse_json=parse_json, timeout_s=timeout_s, env=self.env)
+    # ------------------------------------------------------------------ the one way to call the engine
+    def call(self, args: Sequence[str], parse: Callable[[str], Any] = lambda out: out, on_done: Done = None, *,
+             message: str = "", timeout_s: float = 300.0, script: str | os.PathLike | None = None,
+             cleanup: Callable[[], Any] | None = None) -> Any:
+        """``cervixtl ARGS`` (or ``PYTHON SCRIPT ARGS``); ``parse(stdout)`` is the value.
+
+        With ``on_done``: queued on :attr:`tasks`; ``on_done(value)`` once it succeeded, :attr:`report_error`
+        once it failed; ``cleanup()`` after either. Without: run to the end and return the value.
+
+        Raises:
+            EngineError: (without ``on_done``) the command failed (one line).
+        """
+        if on_done is None:
+            try:
+                if script is None:
+                    return parse(run_engine(args, timeout_s=timeout_s, env=self.env))
+                proc = EngineProcess(args, env=self.env, script=script)
+                if proc.wait(timeout_s) is None:
+                    proc.kill()
+                    raise EngineError(f"{Path(script).name} did not finish within {timeout_s:.0f} s")
+                result = proc.result()
+                if not result.ok:
+                    raise EngineError(contract.error_text(result), result.returncode, result.log)
+                return parse(result.stdout)
+            finally:
+                if cleanup is not None:
+                    cleanup()
+
+        def finished(result: EngineResult) -> None:
+            try:
+                if not result.ok:
+                    self._failed(contract.error_text(result), result.log)
+                    return
+                try:
+                    value = parse(result.stdout)
+                except EngineError as exc:
+                    self._failed(str(exc), result.log)
+                    return
+                on_done(value)
+            finally:
+                if cleanup is not None:
+                    cleanup()
+
+        self.tasks.submit(args, finished, message, script=script)
+        return None
+
+    def _failed(self, message: str, log: str) -> None:
+        self.last_error = (message, log)
+        if self.report_error is not None:
+            self.report_error(message, log)
 
     def cases_dir(self) -> Path:
-        """The case-library folder the engine uses."""
-        env = {**os.environ, **self.env}
-        if env.get("CERVIXTL_CASES_DIR"):
-            return Path(env["CERVIXTL_CASES_DIR"])
-        return Path(env.get("CERVIXTL_HOME") or Path.home() / ".cervixtl") / "cases"
+        """The case-library folder, as the engine resolves it (``~`` and ``$CERVIXTL_HOME`` included)."""
+        from cervixtl.cases import CaseLibrary
 
-    def models_dir(self) -> Path:
-        """The model-registry folder the engine uses."""
-        env = {**os.environ, **self.env}
-        if env.get("CERVIXTL_MODELS_DIR"):
-            return Path(env["CERVIXTL_MODELS_DIR"])
-        return Path(env.get("CERVIXTL_HOME") or Path.home() / ".cervixtl") / "models"
+        return CaseLibrary(self.env.get("CERVIXTL_CASES_DIR") or None).root
 
     # ------------------------------------------------------------------ case library
-    def list_cases(self) -> list[dict[str, Any]]:
-        """Cases of the library (``cervixtl cases list --json``), normalised by :func:`normalise_case`."""
-        return [normalise_case(d) for d in _as_list(self._run(["cases", "list", "--json"], parse_json=True), "cases")]
+    def list_cases(self, on_done: Done = None) -> list[dict[str, Any]] | None:
+        """Cases of the library (``cervixtl cases list --json``, read by ``contract.case_rows``)."""
+        return self.call(["cases", "list", "--json"], contract.case_rows, on_done, message="Reading the cases…")
 
     CASE_COLUMNS = (("Case ID", "string"), ("Added", "string"), ("Site", "string"), ("Structures", "string"),
                     ("CTV Dice proposal vs final", "double"))
 
-    def update_cases_table(self, table_node: Any = None) -> Any:
-        """Fill (or create) the case table node; returns it."""
+    def fill_cases_table(self, cases: list[dict[str, Any]], table_node: Any = None) -> Any:
+        """Fill (or create) the case table node from :meth:`list_cases` rows; returns it."""
         table_node = table_node or tables.get_or_add_node(self.scene, "vtkMRMLTableNode", "CervixTL cases")
-        rows = [[c["id"], c["added"], c["site"], ", ".join(c["structures"]), c["ctv_dice"]]
-                for c in self.list_cases()]
+        rows = [[c["id"], c["added"], c["site"], ", ".join(c["structures"]),
+                 float(c["proposal_vs_final_dice"].get("CTV", math.nan))] for c in cases]
         return tables.fill_table(table_node, self.CASE_COLUMNS, rows)
 
-    def remove_case(self, case_id: str) -> None:
+    def update_cases_table(self, table_node: Any = None, on_done: Done = None) -> Any:
+        """Re-read the library into the case table node (returns it; with ``on_done``, passes it later)."""
+        if on_done is None:
+            return self.fill_cases_table(self.list_cases(), table_node)
+        return self.list_cases(lambda cases: on_done(self.fill_cases_table(cases, table_node)))
+
+    def remove_case(self, case_id: str, on_done: Done = None) -> None:
         """Remove one case from the library."""
-        self._run(["cases", "remove", case_id])
+        return self.call(["cases", "remove", case_id], on_done=on_done, message="Removing the case…")
 
     def add_case(self, ct_path: str | os.PathLike, final_path: str | os.PathLike,
-                 proposal_path: str | os.PathLike | None = None, site: str | None = None) -> str:
-        """Add a case from files; returns the new case id (the engine anonymises and checks geometry)."""
+                 proposal_path: str | os.PathLike | None = None, site: str | None = None, on_done: Done = None,
+                 cleanup: Callable[[], Any] | None = None) -> str | None:
+        """Add a case from files (the engine anonymises and checks geometry); the value is the new case id."""
         args = ["cases", "add", str(ct_path), str(final_path)]
         if proposal_path:
             args += ["--proposal", str(proposal_path)]
         if site:
             args += ["--site", site]
-        out = self._run(args).strip().splitlines()
-        if not out:
-            raise EngineError("'cervixtl cases add' printed no case id")
-        return out[-1].strip()
+        return self.call(args, _last_line("cases add"), on_done, message="Adding the case…", cleanup=cleanup)
 
     def add_case_from_nodes(self, volume_node: Any, final_segmentation: Any, proposal_segmentation: Any = None,
-                            site: str | None = None) -> str:
+                            site: str | None = None, on_done: Done = None) -> str | None:
         """Add the CT volume node and its final (edited) segmentation -- and the model's original proposal when
-        given -- to the case library; returns the case id. Temporary files are removed afterwards."""
+        given -- to the case library (temporary files removed afterwards); the value is the case id.
+
+        Raises:
+            ValueError: a segmentation belongs to another CT.
+        """
+        nodes.check_same_ct(final_segmentation, volume_node, "add the case")
+        if proposal_segmentation is not None:
+            nodes.check_same_ct(proposal_segmentation, volume_node, "add the case")
         tmp = Path(tempfile.mkdtemp(prefix="cervixtl_case_"))
         try:
-            ct = nodes_io.write_volume(self.scene, volume_node, tmp / "ct.nrrd")
-            final = nodes_io.write_segmentation_on_grid(self.scene, final_segmentation, volume_node,
-                                                        tmp / "final.seg.nrrd")
-            proposal = None
-            if proposal_segmentation is not None:
-                proposal = nodes_io.write_segmentation_on_grid(self.scene, proposal_segmentation, volume_node,
-                                                               tmp / "proposal.seg.nrrd")
-            return self.add_case(ct, final, proposal, site)
-        finally:
+            ct = nodes.write_volume(volume_node, tmp / "ct.nrrd")
+            final = nodes.write_segmentation_node(final_segmentation, volume_node, tmp / "final.seg.nrrd")
+            proposal = (nodes.write_segmentation_node(proposal_segmentation, volume_node, tmp / "proposal.seg.nrrd")
+                        if proposal_segmentation is not None else None)
+        except Exception:
             shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.add_case(ct, final, proposal, site, on_done,
+                             cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True))
 
     def case_folder(self, case_id: str) -> Path:
-        """The folder of a case (from ``cases show --json`` when it says, else ``<cases dir>/<id>``)."""
+        """The folder of a case, from the engine (it checks the id before it touches the file system)."""
+        from cervixtl.cases import CaseLibrary
+        from cervixtl.errors import CervixTLError
+
         try:
-            info = self._run(["cases", "show", case_id, "--json"], parse_json=True)
-        except EngineError:
-            info = {}
-        p = normalise_case(info).get("path") if isinstance(info, dict) else None
-        return Path(p) if p else self.cases_dir() / case_id
+            return CaseLibrary(self.cases_dir()).path(case_id)
+        except CervixTLError as exc:
+            raise EngineError(str(exc)) from None
 
     def load_case(self, case_id: str) -> tuple[Any, Any]:
-        """Load a case's CT and final segmentation into the scene; returns (volume node, segmentation node)."""
+        """Load a case's CT and final segmentation into the scene, detached from the library's files (a Save
+        never writes into the library); returns (volume node, segmentation node)."""
         folder = self.case_folder(case_id)
         ct = next((folder / n for n in ("ct.nii.gz", "ct.nrrd") if (folder / n).exists()), None)
         final = folder / "final.seg.nrrd"
         if ct is None or not final.exists():
             raise EngineError(f"case {case_id}: its CT or final segmentation is missing in {folder}")
-        vol = nodes_io.read_volume(self.scene, ct, f"case {case_id} CT")
-        seg = nodes_io.read_segmentation(self.scene, final, f"case {case_id} final", vol)
+        vol = nodes.read_file_detached(self.scene, ct, f"case {case_id} CT")
+        seg = nodes.read_file_detached(self.scene, final, f"case {case_id} final", segmentation=True,
+                                       reference_volume=vol)
         return vol, seg
 
     # ------------------------------------------------------------------ model versions
-    def list_models(self) -> list[dict[str, Any]]:
-        """Registry versions (``cervixtl models list --json``), normalised by :func:`normalise_model`; the
-        training summary and validation metrics are read from each package's ``model.json``."""
-        out = []
-        for d in _as_list(self._run(["models", "list", "--json"], parse_json=True), "models"):
-            if "card" not in d and d.get("path"):
-                try:
-                    d = {**d, "card": json.loads((Path(d["path"]) / "model.json").read_text(encoding="utf-8"))}
-                except (OSError, json.JSONDecodeError):
-                    pass
-            out.append(normalise_model(d))
-        return out
+    def list_models(self, on_done: Done = None) -> list[dict[str, Any]] | None:
+        """Registry versions (``cervixtl models list --json``, ``contract.model_rows``) with the training
+        summary and validation Dice of each card (read by the engine's torch-free card reader)."""
+        return self.call(["models", "list", "--json"], _with_cards, on_done, message="Reading the models…")
 
     VERSION_COLUMNS = (("Model", "string"), ("Active", "string"), ("Parent", "string"), ("Cases used", "string"),
                        ("Freeze", "string"), ("Validation Dice", "string"), ("Created", "string"))
@@ -367,52 +374,50 @@ class TrainingLogic:
         rows = []
         for m in (self.list_models() if models is None else models):
             vd = ", ".join(f"{k} {v:.3f}" for k, v in m["val_dice"].items())
-            rows.append([m["spec"], "yes" if m["active"] else "", m["parent"] or "(none)",
+            active = ("yes (bundled)" if m["source"] == "bundled" else "yes") if m["active"] else ""
+            rows.append([m["spec"], active, m["parent"] or "(none)",
                          "" if m["cases"] is None else str(m["cases"]), m["freeze"], vd, m["created"]])
         return tables.fill_table(table_node, self.VERSION_COLUMNS, rows)
 
-    def show_model(self, spec: str) -> dict[str, Any]:
+    def show_model(self, spec: str, on_done: Done = None) -> dict[str, Any] | None:
         """The model card of ``spec`` (``cervixtl models show --json``)."""
-        return self._run(["models", "show", spec, "--json"], parse_json=True)
+        return self.call(["models", "show", spec, "--json"], contract.model_card, on_done,
+                         message="Reading the model card…")
 
-    def activate(self, spec: str) -> None:
-        """Make ``spec`` the active version of its name."""
-        self._run(["models", "activate", spec])
+    def activate(self, spec: str, on_done: Done = None, *, bundled_path: str | None = None) -> None:
+        """Make ``spec`` the active version of its name. The bundled demo model (``bundled_path``: its package
+        folder) is not in the registry yet: it is imported into it and activated."""
+        if bundled_path:
+            return self.call(["models", "import", bundled_path, "--activate"], on_done=on_done,
+                             message="Importing the bundled model…", timeout_s=1800)
+        return self.call(["models", "activate", spec], on_done=on_done, message="Activating…")
 
-    def rollback(self, name: str) -> None:
+    def rollback(self, name: str, on_done: Done = None) -> None:
         """Re-activate the previously active version of ``name``."""
-        self._run(["models", "rollback", name])
+        return self.call(["models", "rollback", name], on_done=on_done, message="Rolling back…")
 
-    def export_model(self, spec: str, dest_dir: str | os.PathLike) -> None:
+    def export_model(self, spec: str, dest_dir: str | os.PathLike, on_done: Done = None) -> None:
         """Write the model package (card + weights) of ``spec`` to ``dest_dir`` to share with another site."""
-        self._run(["models", "export", spec, str(dest_dir)])
+        return self.call(["models", "export", spec, str(dest_dir)], on_done=on_done, message="Exporting…")
 
-    def import_model(self, path: str, sha256: str | None = None) -> str:
-        """Import a model package folder or URL into the registry (SHA-256 verified); returns the engine's
+    def import_model(self, path: str, sha256: str | None = None, on_done: Done = None) -> str | None:
+        """Import a model package folder or URL into the registry (SHA-256 verified); the value is the engine's
         message."""
         args = ["models", "import", path] + (["--sha256", sha256] if sha256 else [])
-        return self._run(args, timeout_s=1800).strip()
+        return self.call(args, lambda out: out.strip(), on_done, message="Importing the model…", timeout_s=1800)
 
     # ------------------------------------------------------------------ devices and estimates
-    def measure_step(self, model: str | None, device: str = "cpu", steps: int = 2,
-                     timeout_s: float = 300.0) -> estimates.StepTiming:
-        """Measure one training step of ``model`` on ``device`` in a separate process (``steptime.py``);
-        ``steps=0`` only reports which devices exist."""
-        script = Path(__file__).with_name("steptime.py")
-        cmd = [engine_python(), str(script), "--device", device, "--steps", str(int(steps))]
-        if model and model != "none":
-            cmd += ["--model", model]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=engine_env(self.env),
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise EngineError(f"timing a training step took more than {timeout_s:.0f} s") from None
-        if proc.returncode != 0:
-            raise EngineError(estimates.friendly_error(proc.stderr, proc.returncode))
-        d = json.loads(proc.stdout.strip().splitlines()[-1])
-        if d.get("step_s") is None:
-            d["step_s"] = math.nan
-        return estimates.StepTiming.from_dict(d)
+    def devices(self, on_done: Done = None) -> dict[str, Any] | None:
+        """The engine's devices (``cervixtl devices --json``; torch never runs in Slicer's process)."""
+        return self.call(["devices", "--json"], contract.devices, on_done, message="Looking for a GPU…")
+
+    def measure_step(self, model: str | None, device: str = "cpu", steps: int = 2, timeout_s: float = 300.0,
+                     on_done: Done = None) -> estimates.StepTiming | None:
+        """Measure one training step of ``model`` on ``device`` in an engine process (``steptime.py``)."""
+        args = ["--device", device, "--steps", str(int(steps))] + (
+            ["--model", model] if model and model != "none" else [])
+        return self.call(args, _step_timing, on_done, message="Timing a training step…", timeout_s=timeout_s,
+                         script=Path(__file__).with_name("steptime.py"))
 
     def preflight(self, request: FinetuneRequest, n_cases: int | None = None) -> list[str]:
         """Problems that stop a run before it starts: not enough cases, not enough disk space."""
@@ -421,7 +426,7 @@ class TrainingLogic:
         msg = estimates.check_enough_cases(n, request.val_fraction)
         if msg:
             problems.append(msg)
-        msg = estimates.check_disk_space(self.models_dir())
+        msg = estimates.check_disk_space(self.cases_dir())
         if msg:
             problems.append(msg)
         return problems
@@ -442,28 +447,27 @@ class TrainingLogic:
         if self.job is not None and self.job.running:
             raise EngineError(f"a {self.job_kind} run is still going; wait for it or cancel it first")
 
-    def start_finetune(self, request: FinetuneRequest, curve: tables.TrainingCurve | None = None
-                       ) -> BackgroundProcess:
+    def start_finetune(self, request: FinetuneRequest, curve: tables.TrainingCurve | None = None) -> EngineProcess:
         """Start ``cervixtl finetune`` in the background; the training curve is reset (unless resuming)."""
         self._check_idle()
         self.curve = curve or self.curve or tables.TrainingCurve(self.scene)
         if not request.resume:
             self.curve.reset()
-        self.job = BackgroundProcess(request.to_args(), env=self.env)
+        self.job = EngineProcess(request.to_args(), env=self.env, kill_after_s=KILL_GRACE_S)
         self.job_kind, self.job_request = "finetune", request
         self.last_held_out = split_cases(request.cases, request.val_fraction, request.seed)[1]
         self._last_status = JobStatus(kind="finetune", running=True, message="starting")
         return self.job
 
     def start_compare(self, models: Sequence[str], cases: Sequence[str], out_dir: str | os.PathLike
-                      ) -> BackgroundProcess:
+                      ) -> EngineProcess:
         """Start ``cervixtl compare --models ... --cases ... --json --out DIR`` in the background."""
         self._check_idle()
-        self.compare_out = Path(out_dir)
         args = ["compare", "--models", *models, "--cases", ",".join(cases), "--out", str(out_dir), "--json",
                 "--progress", "json"]
-        self.job = BackgroundProcess(args, env=self.env)
+        self.job = EngineProcess(args, env=self.env, kill_after_s=KILL_GRACE_S)
         self.job_kind = "compare"
+        self.compare_models = (str(models[0]), str(models[1]))
         self._last_status = JobStatus(kind="compare", running=True, message="starting")
         return self.job
 
@@ -489,17 +493,31 @@ class TrainingLogic:
         st.cancelled = job.cancelled
         st.running = job.running
         if not st.running:
-            st.returncode = job.returncode
-            st.error = job.error_message()
+            result = job.result()
+            st.returncode = result.returncode
+            st.error = None if result.ok else contract.error_text(result)
+            st.log = result.log
             st.eta_s = math.nan
             if st.returncode == 0:
                 st.fraction = 1.0
         return st
 
+    @property
+    def job_active(self) -> bool:
+        """True from :meth:`start_finetune` / :meth:`start_compare` until :meth:`poll` reported the end."""
+        return self.job is not None and self._last_status.running
+
     def cancel(self) -> None:
-        """Stop the background job (the engine leaves the active model and finished checkpoints untouched)."""
+        """Stop the background job, its whole process tree (the engine leaves the active model and finished
+        checkpoints untouched)."""
         if self.job is not None:
             self.job.cancel()
+
+    def kill(self) -> None:
+        """Kill every engine process of this logic at once (module clean-up)."""
+        if self.job is not None:
+            self.job.kill()
+        self.tasks.kill()
 
     def wait(self, timeout_s: float | None = None, interval_s: float = 0.2) -> JobStatus:
         """Poll until the job ends (scripts and tests; the GUI uses a timer)."""
@@ -511,63 +529,28 @@ class TrainingLogic:
         return st
 
     def new_model_spec(self) -> str | None:
-        """``name@version`` of the model the last finished fine-tuning run wrote (from its progress lines or
-        the registry's newest version of that name)."""
-        if self.job is None or self.job_request is None:
+        """``name@version`` of the model the last finished fine-tuning run wrote (its ``--json`` result)."""
+        if self.job is None or self.job_kind != "finetune" or self.job.running or self.job.returncode != 0:
             return None
-        for rec in reversed(self.job.records):
-            for k in ("model", "new_model", "spec"):
-                if isinstance(rec.get(k), str) and "@" in rec[k]:
-                    return rec[k]
-        try:
-            out = json.loads(self.job.stdout) if self.job.stdout.strip().startswith("{") else {}
-        except json.JSONDecodeError:
-            out = {}
-        if isinstance(out.get("model"), str) and "@" in out["model"]:
-            return out["model"]
-        versions = [m for m in self.list_models() if m["name"] == self.job_request.name]
-        if not versions:
-            return None
-
-        def order(m: dict[str, Any]) -> tuple:
-            v = m["version"]
-            return (1, int(v), "") if v.isdigit() else (0, 0, v)
-
-        return max(versions, key=order)["spec"]
+        return contract.finetune_spec(self.job.stdout)
 
     # ------------------------------------------------------------------ comparison
-    def held_out_cases(self, spec: str) -> list[str]:
-        """Case ids the model ``spec`` held out of its training: from its card when the card lists them, else
-        the held-out split of the run this logic started for that model name, else []."""
-        if not spec:
-            return []
-        if self.job_request is not None and spec.split("@")[0] == self.job_request.name and self.last_held_out:
-            return list(self.last_held_out)
-        try:
-            card = self.show_model(spec)
-        except EngineError:
-            return []
-        card = card.get("card", card) if isinstance(card, dict) else {}
-        training = card.get("training") or {}
-        for key in ("val_cases", "validation_cases", "held_out_cases", "held_out", "val_case_ids"):
-            ids = training.get(key)
-            if isinstance(ids, list) and ids:
-                return [str(i) for i in ids]
-        return []
+    def held_out_cases(self, spec: str, on_done: Done = None) -> list[str] | None:
+        """Case ids the model ``spec`` held out of its training (its card's ``training.val_case_ids``)."""
+        if on_done is None:
+            return contract.held_out_cases(self.show_model(spec)) if spec else []
+        return self.show_model(spec, lambda card: on_done(contract.held_out_cases(card)))
 
     COMPARE_COLUMNS = (("Structure", "string"), ("n", "int"), ("Dice source", "double"), ("Dice new", "double"),
                        ("HD95 mm source", "double"), ("HD95 mm new", "double"), ("Surface Dice source", "double"),
                        ("Surface Dice new", "double"), ("Wilcoxon p (Dice)", "double"), ("Result", "string"))
 
-    def read_comparison(self, source: str, new: str, compare_json: str | os.PathLike | None = None
-                        ) -> list[StructureComparison]:
-        """Rows of a finished comparison (``compare.json`` in the job's ``--out`` folder by default)."""
-        path = Path(compare_json) if compare_json else (self.compare_out or Path(".")) / "compare.json"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise EngineError(f"cannot read the comparison {path}: {exc}") from None
-        return comparison_rows(data, source, new)
+    def read_comparison(self, source: str | None = None, new: str | None = None) -> list[StructureComparison]:
+        """Rows of the finished comparison (the ``--json`` result of the last :meth:`start_compare`)."""
+        if self.job is None or self.job_kind != "compare" or self.compare_models is None:
+            raise EngineError("no finished comparison")
+        src, new_ = (source or self.compare_models[0]), (new or self.compare_models[1])
+        return comparison_rows(contract.parse(self.job.stdout, "compare"), src, new_)
 
     def update_compare_nodes(self, rows: Sequence[StructureComparison], table_node: Any = None,
                              chart_node: Any = None) -> str:
@@ -587,3 +570,41 @@ class TrainingLogic:
         tables.set_series(self.scene, chart_node, "CervixTL Dice new", table_node, None, "Dice new",
                           plot_type="bar", color=(0.0, 0.45, 0.74), label_column="Structure")
         return verdict(rows)
+
+
+def _last_line(command: str) -> Callable[[str], str]:
+    def parse(out: str) -> str:
+        lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+        if not lines:
+            raise EngineError(f"cervixtl {command} printed nothing")
+        return lines[-1]
+    return parse
+
+
+def _with_cards(stdout: str) -> list[dict[str, Any]]:
+    """``contract.model_rows`` plus, from each package's card (the engine's reader): cases used, freeze and the
+    validation Dice per structure."""
+    from cervixtl.errors import CervixTLError
+    from cervixtl.models.card import ModelCard
+
+    out = []
+    for row in contract.model_rows(stdout):
+        try:
+            card = ModelCard.read(row["path"])
+            training, validation = dict(card.training or {}), dict(card.validation or {})
+        except (CervixTLError, OSError, ValueError):
+            training, validation = {}, {}
+        out.append({**row, "cases": training.get("cases"), "freeze": str(training.get("freeze", "")),
+                    "val_dice": {k: float(v["dice"]) for k, v in validation.items()
+                                 if isinstance(v, dict) and isinstance(v.get("dice"), (int, float))}})
+    return out
+
+
+def _step_timing(stdout: str) -> estimates.StepTiming:
+    try:
+        d = json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise EngineError("timing a training step printed no result") from None
+    if d.get("step_s") is None:
+        d["step_s"] = math.nan
+    return estimates.StepTiming.from_dict(d)

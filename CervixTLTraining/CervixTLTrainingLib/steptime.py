@@ -52,7 +52,7 @@ def measure(model: str | None, device: str, steps: int, threads: int | None, bat
     x = torch.rand(batch, 1, *patch, device=dev)
     y = (torch.rand(batch, n_out, *patch, device=dev) > 0.5).float()
 
-    def loss_fn(logits: "torch.Tensor", target: "torch.Tensor") -> "torch.Tensor":
+    def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # Dice + cross-entropy like the engine's loss (its cost is negligible next to the network's)
         prob = torch.sigmoid(logits) if sigmoid else torch.softmax(logits, dim=1)
         inter = (prob * target).sum(dim=(2, 3, 4))

@@ -7,7 +7,8 @@ real ``vtkMRMLScene``.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import vtk
 

@@ -22,8 +22,8 @@ Example: ``"better on CTV and PTV, no significant change on GTV with n = 6"``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 #: Default significance level of the verdict.
 ALPHA = 0.05

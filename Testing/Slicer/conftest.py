@@ -1,5 +1,6 @@
 """Fixtures for the Slicer-module tests: ``slicer_env`` (a fresh real MRML scene from slicer-core, see
-``mrml_harness.py``). Testing/Slicer is put on ``sys.path`` so tests can ``import mrml_harness``."""
+``mrml_harness.py``). Testing/Slicer is put on ``sys.path`` so tests can ``import mrml_harness``, and the two
+module folders as Slicer does."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 
 _HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:
-    sys.path.insert(0, str(_HERE))
+# as in Slicer, where every loaded scripted module's folder is on sys.path (CervixTLTraining imports CervixTLLib)
+for _path in (_HERE.parents[1] / "CervixTLTraining", _HERE.parents[1] / "CervixTL", _HERE):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import mrml_harness  # noqa: E402
 

@@ -26,7 +26,8 @@ on the returned namespace (VTK objects are freed when the last Python reference 
 from __future__ import annotations
 
 import types
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

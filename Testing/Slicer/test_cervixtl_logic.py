@@ -25,10 +25,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "CervixTL"))
 
-from CervixTLLib import geometry  # noqa: E402
-from cervixtl.runner import EngineError, EngineProcess, error_line, parse_progress_line  # noqa: E402
-
 import mrml_harness  # noqa: E402
+
+from cervixtl.runner import EngineError, EngineProcess, error_line, parse_progress_line  # noqa: E402
+from CervixTLLib import geometry  # noqa: E402
 
 slicer_mark = pytest.mark.slicer
 
@@ -239,7 +239,7 @@ def test_contour_ct_node_end_to_end(slicer_env, tiny_models: Path, tmp_path: Pat
     from CervixTLLib.logic import ContourLogic
 
     vol, ct = _phantom_ct(slicer_env)
-    logic = ContourLogic(models_dir=tiny_models, proposals_dir=tmp_path / "proposals")
+    logic = ContourLogic(models_dir=tiny_models)
     job = logic.start_contour(vol, model="tiny", device="cpu", fast=True, threads=1)
     records = []
     t0 = time.monotonic()
@@ -254,6 +254,9 @@ def test_contour_ct_node_end_to_end(slicer_env, tiny_models: Path, tmp_path: Pat
         time.sleep(0.05)
     assert slowest_poll < 0.1  # the GUI thread is never blocked by the engine
     assert records and all(0.0 <= r["fraction"] <= 1.0 for r in records)
+    import shutil
+
+    engine_out = Path(shutil.copyfile(job.out_path, tmp_path / "engine_out.seg.nrrd"))
     seg_node = logic.finish_contour(job)
     assert [r["stage"] for r in job.progress][-1] == "done"
     assert all(0.0 <= r["fraction"] <= 1.0 for r in job.progress)
@@ -262,8 +265,12 @@ def test_contour_ct_node_end_to_end(slicer_env, tiny_models: Path, tmp_path: Pat
     assert {"GTV", "CTV", "PTV", "Bladder", "Rectum"} <= set(names)
     assert seg_node.GetName() == "CT CervixTL" and seg_node.GetAttribute(nodes.MODEL_ATTRIBUTE) == "tiny@1"
     assert job.ptv_margin() == 7.0  # no PTV output: the card's protocol margin made the PTV
-    proposal = Path(seg_node.GetAttribute(nodes.PROPOSAL_ATTRIBUTE))
-    engine_seg = read_segmentation(proposal)
+    # tied to its CT; the original proposal is a hidden node saved with the scene (no temporary file)
+    assert nodes.tied_ct(seg_node) is vol
+    copy = nodes.proposal_copy(seg_node)
+    assert copy is not None and copy.GetHideFromEditors() and nodes.tied_ct(copy) is vol
+    assert not list(tmp_path.glob("**/proposal-*.seg.nrrd"))
+    engine_seg = read_segmentation(engine_out)
     assert engine_seg.grid.same_geometry(ct)  # the engine worked on the CT's exact LPS grid
     from slicerio.segmentation import terminology_entry_from_string
 
@@ -272,6 +279,7 @@ def test_contour_ct_node_end_to_end(slicer_env, tiny_models: Path, tmp_path: Pat
         got = nodes.segment_mask(seg_node, sid, vol)
         assert got.shape == ct.array.shape
         assert int(got.sum()) == s.voxels and np.array_equal(got, s.mask), s.name
+        assert np.array_equal(nodes.segment_mask(copy, nodes.find_segment_id(copy, s.name), vol), s.mask)
         np.testing.assert_allclose(seg_node.GetSegmentation().GetSegment(sid).GetColor(), s.color, atol=1e-3)
         if s.terminology:  # coded entries (Resources/CervixTL.term.json) reach the Slicer segment
             term = terminology_entry_from_string(seg_node.GetSegmentation().GetSegment(sid).GetTerminology())
@@ -286,7 +294,7 @@ def test_engine_failure_and_cancel_leave_the_scene_unchanged(slicer_env, tiny_mo
 
     vol, _ = _ras_flipped_ct(slicer_env)
     n_nodes = slicer_env.scene.GetNumberOfNodes()
-    logic = ContourLogic(models_dir=tiny_models, proposals_dir=tmp_path / "proposals")
+    logic = ContourLogic(models_dir=tiny_models)
     with pytest.raises(EngineError) as exc:
         logic.contour(vol, model="no-such-model", device="cpu", timeout_s=120)
     assert "no-such-model" in str(exc.value) and "\n" not in str(exc.value)
@@ -325,8 +333,9 @@ def test_margin_preview_equals_engine_and_grows_to_patient_right(slicer_env, mar
     res = preview.update(None, (10.0, 0, 0, 0, 0, 0))  # PTV = CTV + 10 mm towards the patient's RIGHT only
     ptv = nodes.segment_mask(seg, preview.ids["PTV"], vol)
     # the engine on the same grid, built independently from the node's file written by the engine writer
-    from cervixtl.io import read_image
     import tempfile
+
+    from cervixtl.io import read_image
 
     with tempfile.TemporaryDirectory() as tmp:
         grid = read_image(nodes.write_volume(vol, Path(tmp) / "ct.nrrd"))
@@ -419,16 +428,14 @@ def test_export_nifti_and_seg_nrrd_read_back_by_engine(slicer_env, tmp_path: Pat
 
 @slicer_mark
 def test_save_case_for_training_is_anonymised(slicer_env, tmp_path: Path) -> None:  # noqa: ANN001
-    from cervixtl.io import write_segmentation
-    from CervixTLLib import nodes
     from cervixtl.runner import run_engine
+    from CervixTLLib import nodes
     from CervixTLLib.logic import ContourLogic
 
     vol, seg, masks = _targets_node(slicer_env)
     proposal_masks = dict(masks, CTV=masks["GTV"])  # the model proposed CTV = GTV; the clinician edited it
-    proposal = write_segmentation(_engine_segmentation(nodes.volume_grid(vol), proposal_masks),
-                                  tmp_path / "proposal.seg.nrrd")
-    seg.SetAttribute(nodes.PROPOSAL_ATTRIBUTE, str(proposal))
+    proposal = mrml_harness.add_segmentation(slicer_env, vol, proposal_masks, name="proposal")
+    seg.SetNodeReferenceID(nodes.PROPOSAL_REFERENCE_ROLE, proposal.GetID())
     logic = ContourLogic(cases_dir=tmp_path / "cases")
     case_id = logic.save_case(vol, seg, site="A")
     case = run_engine(["cases", "show", case_id, "--json", "--cases-dir", str(tmp_path / "cases")], parse_json=True)
@@ -497,7 +504,12 @@ def test_rtstruct_export_through_the_engine_round_trip(slicer_env, shared_data: 
     golden = resample_to_reference(read_image(ct_dir / "Mask.nii.gz"), ct, label=True).array
     masks = {"SpinalCord": golden == 1, "BODY": golden == 2}
     seg = mrml_harness.add_segmentation(slicer_env, vol, masks, name="contours")
-    out = ContourLogic().export_rtstruct_with_engine(ct_dir, seg, vol, tmp_path / "RS_out.dcm")
+    import pydicom
+
+    files = {pydicom.dcmread(f).SOPInstanceUID: str(f) for f in sorted(ct_dir.glob("CT_*.dcm"))}
+    vol.SetAttribute("DICOM.instanceUIDs", " ".join(files))
+    db = type("DicomDatabase", (), {"fileForInstance": lambda self, uid: files.get(uid, "")})()
+    out = ContourLogic().export_rtstruct(vol, seg, tmp_path, dicom_database=db)
     assert out.is_file() and b"Jane" not in out.read_bytes()
     run_engine(["rtstruct", "import", str(ct_dir), str(out), str(tmp_path / "back.seg.nrrd")])
     back = read_segmentation(tmp_path / "back.seg.nrrd")
@@ -506,3 +518,119 @@ def test_rtstruct_export_through_the_engine_round_trip(slicer_env, shared_data: 
         got = back.mask(name)
         dice = 2 * np.count_nonzero(got & ref) / (np.count_nonzero(got) + np.count_nonzero(ref))
         assert dice > 0.95, (name, dice)
+
+
+# ============================================================================ issue 14: defect 1 (RTSTRUCT) and 6 (CT ties)
+def _dicom_ct_in_mixed_folder(slicer_env, shared_data: Path, tmp_path: Path):  # noqa: ANN001, ANN202
+    """The Visible Human CT slices loaded as Slicer's DICOM module does (``DICOM.instanceUIDs`` on the volume, a
+    database that maps instance UID -> file), in a folder that ALSO holds a second CT series of the same study
+    (the CT re-sent with new UIDs): the export must refer to the series the user loaded, not the folder."""
+    import shutil
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from cervixtl.io import read_ct
+    from CervixTLLib.geometry import ijk_to_ras_from_grid
+
+    src = shared_data / "rtstruct_with_mask"
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    uids, files, other_series = [], {}, generate_uid()
+    for f in sorted(src.glob("CT_*.dcm")):
+        shutil.copyfile(f, folder / f.name)
+        ds = pydicom.dcmread(f)
+        uids.append(ds.SOPInstanceUID)
+        files[ds.SOPInstanceUID] = str(folder / f.name)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = other_series, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(folder / ("other_" + f.name))
+    ct = read_ct(src)
+    m = ijk_to_ras_from_grid(ct.spacing, ct.origin, ct.direction)
+    vol = mrml_harness.add_volume(slicer_env, ct.array, spacing_xyz=ct.spacing, origin_ras=m[:3, 3],
+                                  directions_ras=m[:3, :3] / np.asarray(ct.spacing)[None, :], name="Jane Doe CT")
+    vol.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
+    series_uid = pydicom.dcmread(src / "CT_1.dcm").SeriesInstanceUID
+
+    class DicomDatabase:  # ctkDICOMDatabase.fileForInstance(sopInstanceUID) -> path ("" when unknown)
+        def fileForInstance(self, uid: str) -> str:  # noqa: N802
+            return files.get(uid, "")
+
+    return vol, ct, DicomDatabase(), series_uid, set(uids), other_series
+
+
+@slicer_mark
+def test_rtstruct_export_refers_to_the_loaded_ct_series_with_slicer_rt_installed(slicer_env, shared_data: Path,  # noqa: ANN001
+                                                                                 tmp_path: Path) -> None:
+    """Defect 1: with SlicerRT installed (the stand-in refuses, as SlicerRT does, an export without the CT) the
+    RTSTRUCT still comes out, from the engine, referring to the loaded CT series only; a second export never
+    overwrites the first."""
+    import pydicom
+    import stand_ins
+
+    from cervixtl.image import resample_to_reference
+    from cervixtl.io import read_image
+    from CervixTLLib.logic import ContourLogic
+
+    vol, ct, db, series_uid, instance_uids, other = _dicom_ct_in_mixed_folder(slicer_env, shared_data, tmp_path)
+    golden = resample_to_reference(read_image(shared_data / "rtstruct_with_mask" / "Mask.nii.gz"), ct,
+                                   label=True).array
+    seg = mrml_harness.add_segmentation(slicer_env, vol, {"SpinalCord": golden == 1, "BODY": golden == 2})
+    slicer_rt = stand_ins.SlicerRTExporter(slicer_env.scene)
+    # what the old module did (only the segmentation's exportable) is what SlicerRT refuses
+    sh = slicer_env.slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer_env.scene)
+    assert slicer_rt.export(slicer_rt.examineForExport(sh.GetItemByDataNode(seg))) == slicer_rt.PRIMARY_ERROR
+
+    out_dir = tmp_path / "export"
+    first = ContourLogic().export_rtstruct(vol, seg, out_dir, dicom_database=db, slicer_rt=slicer_rt)
+    second = ContourLogic().export_rtstruct(vol, seg, out_dir, dicom_database=db, slicer_rt=slicer_rt)
+    assert first != second and first.is_file() and second.is_file() and first.name.startswith("RS_CervixTL_")
+    assert slicer_rt.exported == []  # the engine's exporter is the default path
+    ds = pydicom.dcmread(first)
+    assert ds.Modality == "RTSTRUCT" and b"Jane" not in first.read_bytes()
+    refs = ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
+    assert refs.SeriesInstanceUID == series_uid != other
+    contour_refs = {c.ReferencedSOPInstanceUID for c in refs.ContourImageSequence}
+    assert contour_refs and contour_refs <= instance_uids
+
+
+@slicer_mark
+def test_ct_not_from_dicom_exports_ct_and_segmentation_with_slicer_rt(slicer_env, tmp_path: Path) -> None:  # noqa: ANN001
+    import stand_ins
+
+    from CervixTLLib.logic import ContourLogic
+
+    vol, seg, _masks = _targets_node(slicer_env)
+    with pytest.raises(ValueError, match="not loaded from DICOM"):
+        ContourLogic().export_rtstruct(vol, seg, tmp_path / "out")
+    slicer_rt = stand_ins.SlicerRTExporter(slicer_env.scene)
+    assert ContourLogic().export_rtstruct(vol, seg, tmp_path / "out", slicer_rt=slicer_rt) == tmp_path / "out"
+    (done,) = slicer_rt.exported
+    assert done["volume"] is vol and done["segmentation"] is seg and done["directory"] == str(tmp_path / "out")
+
+
+@slicer_mark
+def test_segmentation_of_another_ct_is_refused_for_export_save_and_preview(slicer_env, tmp_path: Path) -> None:  # noqa: ANN001
+    """Defect 6: contours made on CT A, "Planning CT" switched to patient B: export, save case and the margin
+    preview refuse with a message naming both; nothing is written."""
+    from CervixTLLib import nodes
+    from CervixTLLib.logic import ContourLogic
+    from CervixTLLib.margins_preview import MarginPreview
+
+    vol_a, seg, _masks = _targets_node(slicer_env)
+    nodes.tie_to_ct(seg, vol_a)
+    vol_b = mrml_harness.add_volume(slicer_env, np.zeros((8, 9, 10), np.int16), name="patient B CT")
+    logic = ContourLogic(cases_dir=tmp_path / "cases")
+    for action, call in (("export", lambda: logic.export_segmentation(seg, vol_b, tmp_path / "x.seg.nrrd")),
+                         ("save the case", lambda: logic.save_case(vol_b, seg)),
+                         ("preview margins", lambda: MarginPreview(seg, vol_b)),
+                         ("export an RTSTRUCT", lambda: logic.export_rtstruct(vol_b, seg, tmp_path / "rs"))):
+        with pytest.raises(ValueError, match=f"cannot {action}: .*made on CT 'Jane Doe CT', not on the selected CT "
+                                             "'patient B CT'"):
+            call()
+    assert not (tmp_path / "x.seg.nrrd").exists() and not (tmp_path / "cases").exists()
+    # an untied segmentation made on A (Slicer's reference geometry) is refused too; on A itself all is fine
+    seg.RemoveNodeReferenceIDs(nodes.CT_REFERENCE_ROLE)
+    with pytest.raises(ValueError, match="made on CT 'Jane Doe CT'"):
+        logic.export_segmentation(seg, vol_b, tmp_path / "x.seg.nrrd")
+    assert logic.export_segmentation(seg, vol_a, tmp_path / "a.seg.nrrd").is_file()

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -147,7 +148,8 @@ def _install_slicer_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
     class _Base:
         def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
-            pass
+            if args and args[0] is not None:
+                self.parent = args[0]
 
         def setup(self) -> None:
             pass
@@ -187,7 +189,18 @@ def _install_slicer_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     for mod in (slm, pnw, i18n):
         monkeypatch.setitem(sys.modules, mod.__name__, mod)
     monkeypatch.setitem(sys.modules, "qt", qt)
-    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(tmp_path)), raising=False)
+    # Slicer's home with its PythonSlicer launcher (the stand-in: real interpreter as a child, no signal
+    # forwarding), which engine_python() must find there
+    import stand_ins
+
+    stand_ins.python_slicer_launcher(tmp_path / "Slicer" / "bin")
+    monkeypatch.delenv("CERVIXTL_PYTHON", raising=False)
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(tmp_path), processEvents=lambda: None,
+                                                             connect=lambda *a: None,
+                                                             slicerHome=str(tmp_path / "Slicer")), raising=False)
+    # slicer.util.createProgressDialog needs Qt: a dialog that records its label
+    monkeypatch.setattr(slicer.util, "createProgressDialog", lambda **kw: types.SimpleNamespace(
+        labelText=kw.get("labelText"), close=lambda: None), raising=False)
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: shown.append(text))
     monkeypatch.syspath_prepend(str(MODULE_DIR))
     monkeypatch.delitem(sys.modules, "CervixTL", raising=False)
@@ -251,6 +264,19 @@ def test_panel_renders_offscreen(tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width >= 300 and height > 500
+    # the panel's first state: "per direction" is off, so the six direction sliders are not shown (issue 14)
+    panel = ui_render.load_panel(UI_FILE)
+    from PySide6 import QtWidgets
+
+    for name in ("ptvRSlider", "ptvLSlider", "ptvASlider", "ptvPSlider", "ptvSSlider", "ptvISlider", "logTextEdit"):
+        assert not panel.findChild(QtWidgets.QWidget, name).isVisibleTo(panel), name
+    assert panel.findChild(QtWidgets.QWidget, "ptvMarginSlider").isVisibleTo(panel)
+    for name in ("cancelButton", "exportButton", "saveCaseButton", "undoButton"):  # nothing running, no result
+        assert not panel.findChild(QtWidgets.QWidget, name).isEnabled(), name
+    assert not panel.findChild(QtWidgets.QCheckBox, "fastCheckBox").isChecked()  # until the engine finds no GPU
+    # the README screenshot is that state (same size as a fresh render: no extra slider rows)
+    doc = (REPO / "docs" / "cervixtl_panel.png").read_bytes()
+    assert (int.from_bytes(doc[16:20], "big"), int.from_bytes(doc[20:24], "big")) == (width, height)
 
 
 # ============================================================================ the panel's code paths, with fake widgets
@@ -290,6 +316,9 @@ class _FakeWidget:
 
     def setValue(self, v) -> None:  # noqa: ANN001, N802
         self.value = v
+
+    def appendPlainText(self, text: str) -> None:  # noqa: N802 (QPlainTextEdit)
+        self.text = (self.text + "\n" if self.text else "") + text
 
     def setMRMLScene(self, scene) -> None:  # noqa: ANN001, N802
         pass
@@ -428,6 +457,7 @@ def test_panel_propose_margins_export_and_save_case(monkeypatch: pytest.MonkeyPa
     torch = pytest.importorskip("torch")
     import mrml_harness
     import numpy as np
+
     from cervixtl.io import read_segmentation
     from cervixtl.models.networks import build_network, segresnet_card
     from cervixtl.models.package import save_package
@@ -490,9 +520,11 @@ def test_panel_propose_margins_export_and_save_case(monkeypatch: pytest.MonkeyPa
             time.sleep(0.05)
             assert time.monotonic() - t0 < timeout_s
 
-    w.enter()  # first entry: devices shown, models listed in the background
-    assert ui.deviceInfoLabel.text != "" and ui.deviceInfoLabel.text != "Looking for a GPU…"
+    assert not p.fast  # 'Fast' is off until the engine says there is no GPU
+    w.enter()  # first entry: devices and models asked from the engine, in the background
+    assert ui.deviceInfoLabel.text == "Looking for a GPU…"
     pump()
+    assert ui.deviceInfoLabel.text.startswith("No CUDA GPU found") and p.fast  # (this machine has no GPU)
     if bundled:
         # the catalogue (Resources/Models.json) offers the demo model; Download imports it, SHA-256 verified
         assert ui.catalogueSelector.currentData == "cervixtl-demo"
@@ -557,40 +589,399 @@ def test_panel_propose_margins_export_and_save_case(monkeypatch: pytest.MonkeyPa
     w.cleanup()
 
 
-def test_missing_dependencies_are_found_and_mapped_to_pip() -> None:
+# ============================================================================ issue 14 defect 3: first-use install
+def test_engine_requirements_come_from_pyproject_not_a_copied_list() -> None:
+    import tomllib
+
     sys.path.insert(0, str(MODULE_DIR))
     from CervixTLLib import deps
 
-    assert deps.missing_modules(["numpy", "no_such_module_cervixtl"]) == ["no_such_module_cervixtl"]
-    assert deps.pip_requirements(["torch", "monai"]) == ["torch>=2.4,<2.15", "monai>=1.4,<1.7"]
-    assert deps.pip_requirements(["torch", "monai"], without_torch=True) == ["monai>=1.4,<1.7"]
-    assert set(deps.ENGINE_REQUIREMENTS) >= {"torch", "monai", "SimpleITK", "slicerio", "safetensors"}
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    assert deps.engine_requirements() == declared
+    assert {"scikit-image", "einops", "psutil", "highdicom", "torch"} <= {deps._name(r) for r in declared}
+    assert not hasattr(deps, "ENGINE_REQUIREMENTS")  # (the old hand-copied list)
+    # Python 3.10 has no tomllib: the fallback reads the same list
+    assert deps._pyproject_dependencies.__code__  # noqa: B018
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tomllib(name, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if name == "tomllib":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    builtins.__import__ = no_tomllib
+    try:
+        assert deps.engine_requirements() == declared
+    finally:
+        builtins.__import__ = real_import
+
+
+def test_install_plan_keeps_slicers_packages_and_routes_torch() -> None:
+    sys.path.insert(0, str(MODULE_DIR))
+    from CervixTLLib import deps
+
+    rows = [{"requirement": "torch>=2.4,<2.15", "name": "torch", "installed": None, "ok": False},
+            {"requirement": "pydicom>=2.4,<4", "name": "pydicom", "installed": "2.4.4", "ok": True},
+            {"requirement": "highdicom>=0.23,<1", "name": "highdicom", "installed": None, "ok": False},
+            {"requirement": "monai>=1.4,<1.7", "name": "monai", "installed": "1.3.0", "ok": False},
+            {"requirement": "SimpleITK>=2.3,<3", "name": "SimpleITK", "installed": "2.2.1", "ok": False},
+            {"requirement": "einops>=0.7,<1", "name": "einops", "installed": "0.8.0", "ok": True},
+            {"requirement": "numpy>=1.24,<3", "name": "numpy", "installed": None, "present": True, "ok": False}]
+    plan = deps.plan_install(rows)  # (numpy built with Slicer, without metadata: left alone, not re-installed)
+    assert plan.torch == "torch>=2.4,<2.15"
+    assert plan.pip == ["highdicom>=0.23,<1", "monai>=1.4,<1.7"]  # version-checked, not only "present"
+    assert plan.constraints == ["pydicom==2.4.4", "SimpleITK==2.2.1"]  # highdicom cannot upgrade Slicer's pydicom
+    assert plan.conflicts == ["SimpleITK>=2.3,<3 (Slicer has SimpleITK 2.2.1)"]
+    installed = deps.plan_install([dict(rows[0], installed="2.6.0", ok=True)])
+    assert installed.torch is None and installed.constraints == ["torch==2.6.0"] and not installed.needed
+    before = [{"name": "pydicom", "installed": "2.4.4"}, {"name": "einops", "installed": None}]
+    after = [{"name": "pydicom", "installed": "3.0.1"}, {"name": "einops", "installed": "0.8.0"}]
+    assert deps.loaded_and_changed(before, after, loaded=["pydicom.dataset", "qt"]) == ["pydicom"]
+    assert deps.loaded_and_changed(before, after, loaded=["qt"]) == []
+    assert deps.python_supported((3, 12, 0)) and not deps.python_supported((3, 9, 10))
+    assert "Slicer 5.10 or later" in deps.unsupported_text((3, 9, 10)) and "Python 3.9" in deps.unsupported_text((3, 9))
+
+
+class _InstallUI:
+    def __init__(self, answers: list) -> None:
+        self.answers, self.asked, self.errors, self.busy_texts, self.restarted = answers, [], [], [], False
+
+    def confirm(self, text: str) -> bool:
+        self.asked.append(text)
+        return self.answers.pop(0)
+
+    def error(self, text: str, details: str = "") -> None:
+        self.errors.append((text, details))
+
+    def busy(self, text: str):  # noqa: ANN201
+        import contextlib
+
+        self.busy_texts.append(text)
+        return contextlib.nullcontext()
+
+    def ask_restart(self, text: str) -> bool:
+        self.asked.append(text)
+        return True
+
+    def restart(self) -> None:
+        self.restarted = True
+
+
+def test_first_use_install_checks_versions_in_a_subprocess_and_pins_slicers_packages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real version check (a subprocess of this Python); pip is a stand-in that 'installs' by writing the
+    package's metadata where that subprocess finds it; its command must carry the constraints file."""
+    import importlib.metadata
+
+    sys.path.insert(0, str(MODULE_DIR))
+    import stand_ins
+
+    from CervixTLLib import deps
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    numpy_version = importlib.metadata.version("numpy")
+    calls: list = []
+
+    def pip(cmd):  # noqa: ANN001, ANN202
+        constraints = Path(cmd[cmd.index("-c") + 1]).read_text()
+        calls.append((cmd, constraints))
+        dist = site / "cervixtl_fake_pkg-1.2.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cervixtl-fake-pkg\nVersion: 1.2\n")
+        return 0, "Successfully installed cervixtl-fake-pkg-1.2"
+
+    reqs = ["numpy>=1.24,<3", "cervixtl-fake-pkg>=1.0"]
+    ui = _InstallUI([False])
+    assert deps.ensure_installed(ui, None, requirements=reqs, pip_runner=pip) is False  # declined: nothing done
+    assert calls == [] and "cervixtl-fake-pkg>=1.0" in ui.asked[0] and "numpy>=" not in ui.asked[0]
+    ui = _InstallUI([True])
+    assert deps.ensure_installed(ui, None, requirements=reqs, pip_runner=pip) is True, ui.errors
+    (cmd, constraints), = calls
+    assert cmd[1:4] == ["-m", "pip", "install"] and "cervixtl-fake-pkg>=1.0" in cmd and "numpy>=1.24,<3" not in cmd
+    assert f"numpy=={numpy_version}" in constraints.split()
+    assert ui.busy_texts == ["Checking CervixTL's Python packages…", "Installing cervixtl-fake-pkg…"]
+    assert not ui.restarted  # nothing Slicer had imported changed
+    # once installed: nothing is asked any more
+    ui = _InstallUI([])
+    assert deps.ensure_installed(ui, None, requirements=reqs, pip_runner=pip) is True and ui.asked == []
+
+    # a failing pip: its whole log in the error dialog's details
+    ui = _InstallUI([True])
+    log = "ERROR: Could not find a version that satisfies the requirement cervixtl-other>=9"
+    assert deps.ensure_installed(ui, None, requirements=["cervixtl-other>=9"], pip_runner=lambda c: (1, log)) is False
+    assert ui.errors[-1][1] == log and "pip's log" in ui.errors[-1][0]
+
+    # torch goes to the PyTorch extension with the engine's range, asking the user there
+    torch_logic = stand_ins.PyTorchUtilsLogic(accept=False)
+    ui = _InstallUI([True])
+    assert deps.ensure_installed(ui, torch_logic, requirements=["torch>=99"], pip_runner=pip) is False
+    assert torch_logic.calls == [{"askConfirmation": True, "torchVersionRequirement": ">=99"}]
+    assert ui.errors[-1][0].startswith("PyTorch was not installed")
+    ui = _InstallUI([True])
+    assert deps.ensure_installed(ui, None, requirements=["torch>=99"], pip_runner=pip) is False
+    assert "PyTorch' extension" in ui.errors[-1][0] and len(calls) == 1  # pip never installs torch
 
 
 @pytest.mark.slicer
-def test_first_use_installs_only_after_confirmation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_first_use_install_from_the_widget(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The widget hands Slicer's dialogs and the PyTorch extension's logic to the installer."""
     import mrml_harness
 
     mrml_harness.make_slicer_env()
     stand_in = _install_slicer_stand_ins(monkeypatch, tmp_path)
-    import slicer
-    import slicer.util
+    import stand_ins
 
     import CervixTL
     from CervixTLLib import deps
 
-    installed: list = []
-    answers: list[bool] = []
-    missing = [["monai", "slicerio"]]
-    monkeypatch.setattr(deps, "missing_modules", lambda names=None: list(missing[-1]))
-    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *a, **k: answers.pop(0), raising=False)
-    monkeypatch.setattr(slicer.util, "pip_install", lambda req: (installed.append(req), missing.append([])),
-                        raising=False)
+    seen: dict = {}
+
+    def fake_ensure(ui, torch_logic, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen["ui"], seen["torch"] = ui, torch_logic
+        return True
+
+    monkeypatch.setattr(deps, "ensure_installed", fake_ensure)
+    pytorch = types.ModuleType("PyTorchUtils")
+    pytorch.PyTorchUtilsLogic = stand_ins.PyTorchUtilsLogic
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", pytorch)
     widget = CervixTL.CervixTLWidget.__new__(CervixTL.CervixTLWidget)
-    widget.showDevices = lambda: None
-    answers.append(False)  # the user declines: nothing is installed, contouring does not start
-    assert widget.ensureEngineDependencies() is False and installed == []
-    answers.append(True)
-    assert widget.ensureEngineDependencies() is True
-    assert installed == [["monai>=1.4,<1.7", "slicerio>=1.4,<2"]]
-    assert stand_in.shown == []
+    widget.showDevices = lambda: seen.setdefault("devices", True)
+    assert widget.ensureEngineDependencies() is True and seen["devices"]
+    assert isinstance(seen["ui"], CervixTL.SlicerInstallUI) and isinstance(seen["torch"], stand_ins.PyTorchUtilsLogic)
+    monkeypatch.setattr(deps, "ensure_installed", lambda ui, t, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert widget.ensureEngineDependencies() is False
+    assert stand_in.shown[-1].startswith("Cannot check CervixTL's Python packages")
+
+
+# ============================================================================ issue 14 defect 4: no torch in Slicer's process
+def build_panel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> types.SimpleNamespace:
+    """The CervixTL widget on the real MRML scene with fake Qt widgets (names from the .ui), set up as Slicer
+    does (``setup()``); ``pump()`` runs its poll timer until idle."""
+    import time
+
+    import mrml_harness
+
+    mrml_harness.make_slicer_env()
+    stand_in = _install_slicer_stand_ins(monkeypatch, tmp_path)
+    monkeypatch.setitem(sys.modules, "qt", _fake_qt({}))
+    sys.modules["slicer.parameterNodeWrapper"].parameterNodeWrapper = _parameter_wrapper
+    import slicer
+    import slicer.util
+
+    ui = types.SimpleNamespace(**{name: _FakeWidget(name) for name in _ui_names()})
+    monkeypatch.setattr(slicer.util, "loadUI", lambda path: _FakeWidget("CervixTL"), raising=False)
+    monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda w: ui, raising=False)
+    import CervixTL
+
+    class Widget(CervixTL.CervixTLWidget):
+        def __init__(self) -> None:
+            CervixTL.CervixTLWidget.__init__(self)
+            self.layout = types.SimpleNamespace(addWidget=lambda w: None)
+            self.parent = types.SimpleNamespace(isEntered=True)
+
+        def resourcePath(self, p: str) -> str:  # noqa: N802
+            return str(MODULE_DIR / "Resources" / p)
+
+    CervixTL.ScriptedLoadableModuleLogic.getParameterNode = lambda self: None
+    w = Widget()
+    w.setup()
+
+    def pump(timeout_s: float = 300) -> None:
+        t0 = time.monotonic()
+        while w._pollTimer.active:
+            w.onPoll()
+            time.sleep(0.05)
+            assert time.monotonic() - t0 < timeout_s
+
+    return types.SimpleNamespace(widget=w, ui=ui, shown=stand_in.shown, pump=pump, module=CervixTL)
+
+
+_TORCH_FREE = r"""
+import json, sys
+from pathlib import Path
+sys.path[:0] = [{here!r}]
+import pytest
+import test_cervixtl_ui as t
+panel = t.build_panel(pytest.MonkeyPatch(), Path(sys.argv[1]))
+after_setup = "torch" in sys.modules
+panel.widget.enter()
+panel.pump()
+print(json.dumps({{"after_setup": after_setup, "after_enter": "torch" in sys.modules,
+                  "device": panel.ui.deviceInfoLabel.text, "catalogue": panel.ui.catalogueSelector.items,
+                  "models": [x[0] for x in panel.ui.modelSelector.items]}}))
+"""
+
+
+@pytest.mark.slicer
+def test_panel_setup_and_entry_never_import_torch_in_slicers_process(tmp_path: Path) -> None:
+    """Defect 4: the model catalogue, the device probe and the model list come from the engine (its
+    torch-free catalogue reader, ``cervixtl devices --json``, ``models list --json``); Slicer's process never
+    imports torch (a fresh interpreter, so that no other test's import hides one)."""
+    import json
+    import os
+
+    script = tmp_path / "panel.py"
+    script.write_text(_TORCH_FREE.format(here=str(Path(__file__).resolve().parent)), encoding="utf-8")
+    env = {**os.environ, "CERVIXTL_MODELS_DIR": str(tmp_path / "models"), "PYTHONPATH": os.pathsep.join(
+        [str(REPO), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["after_setup"] is False and out["after_enter"] is False
+    assert out["device"].startswith(("No CUDA GPU found", "GPU found")), out
+    if (REPO / "Resources" / "Models.json").is_file():  # the catalogue's names, read without torch
+        names = [m["name"] for m in json.loads((REPO / "Resources" / "Models.json").read_text())["models"]]
+        assert [d for _t, d in out["catalogue"]] == names and "cervixtl-demo" in names
+    assert out["models"][0] == "active default model"
+
+
+def test_reload_reloads_the_lib_packages() -> None:
+    """Defect 11: Reload re-reads the Lib packages too (Slicer's own Reload re-reads only the module file)."""
+    sys.path.insert(0, str(MODULE_DIR))
+    from CervixTLLib import contract, ui
+
+    contract.CANCELLED_TEXT = "edited in memory"
+    reloaded = ui.reloadPackages(["CervixTLLib"])
+    assert "CervixTLLib.contract" in reloaded and reloaded[-1] == "CervixTLLib"
+    assert sys.modules["CervixTLLib.contract"].CANCELLED_TEXT.startswith("Stopped on request")
+    for path, packages in ((MODULE_PY, "('CervixTLLib',)"),
+                           (REPO / "CervixTLTraining" / "CervixTLTraining.py", "('CervixTLTrainingLib', 'CervixTLLib')")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("Widget"))
+        reload = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == "onReload")
+        text = ast.unparse(reload)
+        assert f"reloadPackages({packages})" in text and "ScriptedLoadableModuleWidget.onReload(self)" in text
+
+
+# ============================================================================ issue 14: what a clinician expects
+@pytest.mark.slicer
+def test_undo_show_3d_and_log_box(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Applied margins are undoable (Undo puts back the segments as they were before the preview); Show 3D
+    makes closed surfaces; the log box gets the engine's lines."""
+    import numpy as np
+
+    pytest.importorskip("cervixtl.margins")
+    panel = build_panel(monkeypatch, tmp_path)
+    w, ui = panel.widget, panel.ui
+    import mrml_harness
+    import slicer
+
+    env = types.SimpleNamespace(scene=slicer.mrmlScene)
+    shape = (20, 30, 40)
+    vol = mrml_harness.add_volume(env, np.zeros(shape, np.int16), spacing_xyz=(2.0, 2.0, 3.0), name="CT")
+    gtv = np.zeros(shape, bool)
+    gtv[8:12, 12:18, 15:25] = True
+    ctv = np.zeros(shape, bool)
+    ctv[6:14, 10:20, 12:28] = True
+    seg = mrml_harness.add_segmentation(env, vol, {"GTV": gtv, "CTV": ctv, "PTV": ctv.copy()}, name="contours")
+    from CervixTLLib import nodes
+
+    p = w._parameterNode
+    p.inputVolume, p.outputSegmentation = vol, seg
+    w.updateGUIFromParameterNode()
+    assert not ui.undoButton.enabled  # nothing to undo yet
+    before = nodes.segment_mask(seg, nodes.find_segment_id(seg, "PTV"), vol)
+    p.ptvMarginMm = 6.0
+    w.updateMarginPreview()
+    w.onApplyMargins()
+    grown = nodes.segment_mask(seg, nodes.find_segment_id(seg, "PTV"), vol)
+    assert grown.sum() > before.sum() and ui.undoButton.enabled
+    w.onUndo()
+    assert np.array_equal(nodes.segment_mask(seg, nodes.find_segment_id(seg, "PTV"), vol), before)
+    assert not ui.undoButton.enabled and ui.statusLabel.text.startswith("Undone")
+
+    w.onShow3D(True)
+    assert seg.GetSegmentation().ContainsRepresentation("Closed surface") and seg.GetDisplayNode().GetVisibility3D()
+    w.onShow3D(False)
+    assert not seg.GetDisplayNode().GetVisibility3D()
+
+    w.showDevices()
+    panel.pump()
+    assert "$ cervixtl devices --json" in ui.logTextEdit.text
+
+
+def test_sample_data_and_terminology_are_registered_at_startup(tmp_path: Path) -> None:
+    """The phantom CT for Sample Data (stand-in enforcing the real registerCustomSampleDataSource's rules:
+    parallel lists, ``SHA256:<digest>`` checksums that the downloaded file must match) and the terminology for
+    the Terminologies module (stand-in: LoadTerminologyFromFile returns the file's context name)."""
+    import hashlib
+    import json
+    import urllib.request
+
+    sys.path.insert(0, str(MODULE_DIR))
+    from CervixTLLib import startup
+
+    registered: list[dict] = []
+
+    class SampleDataLogic:
+        @staticmethod
+        def registerCustomSampleDataSource(category="Custom", sampleName=None, uris=None, fileNames=None,  # noqa: N802, N803
+                                           nodeNames=None, customDownloader=None, thumbnailFileName=None,  # noqa: N803
+                                           loadFileTypes=None, loadFiles=None, loadFileProperties={},  # noqa: B006, N803
+                                           checksums=None, loadFileType=None):  # noqa: N803
+            assert len(uris) == len(fileNames) == len(nodeNames) == len(checksums) == len(loadFileTypes)
+            for uri, checksum in zip(uris, checksums):
+                algo, digest = checksum.split(":")
+                assert algo == "SHA256" and len(digest) == 64
+                with urllib.request.urlopen(uri) as f:  # what SampleData's download does with the URI
+                    assert hashlib.sha256(f.read()).hexdigest() == digest
+            registered.append({"category": category, "name": sampleName, "uris": uris, "nodes": nodeNames})
+
+    source = startup.register_sample_data(SampleDataLogic)
+    assert registered and registered[0]["category"] == "CervixTL" and source["uris"][0].startswith("file://")
+    assert Path(source["thumbnailFileName"]).is_file()
+
+    class TerminologiesLogic:
+        def LoadTerminologyFromFile(self, path: str) -> str:  # noqa: N802
+            return json.loads(Path(path).read_text(encoding="utf-8"))["SegmentationCategoryTypeContextName"]
+
+    assert startup.register_terminology(TerminologiesLogic()).startswith("Segmentation category and type - CervixTL")
+
+    class Refusing:
+        def LoadTerminologyFromFile(self, path: str) -> str:  # noqa: N802
+            return ""
+
+    with pytest.raises(RuntimeError, match="could not load CervixTL.term.json"):
+        startup.register_terminology(Refusing())
+
+
+@pytest.mark.slicer
+def test_the_sample_ct_is_a_pelvic_ct(slicer_env) -> None:  # noqa: ANN001
+    """The registered sample loads into a real volume node: HU from air to bone on a 4 x 4 x 5 mm grid."""
+    import numpy as np
+    import slicer.util
+
+    path = REPO / "Resources" / "SampleData" / "CervixTLPhantomCT.nrrd"
+    node = slicer_env.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "sample")
+    storage = slicer_env.scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node)
+    arr = slicer.util.arrayFromVolume(node)
+    assert arr.min() <= -1000 and arr.max() >= 300 and np.allclose(node.GetSpacing(), (4.0, 4.0, 5.0))
+
+
+@pytest.mark.slicer
+def test_errors_show_one_line_and_the_engine_log_under_details(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    """Defect 11: the message is one line; the engine's whole stderr is in the dialog's details."""
+    import mrml_harness
+
+    mrml_harness.make_slicer_env()
+    _install_slicer_stand_ins(monkeypatch, tmp_path)
+    import slicer.util
+
+    calls: list = []
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: calls.append((text, kw)))
+    sys.path.insert(0, str(MODULE_DIR))
+    from CervixTLLib.ui import showError
+
+    log = "loading model\nsliding window 3/8\ncervixtl: error: out of memory on cuda:0"
+    showError("Contouring did not complete", RuntimeError("out of memory on cuda:0"), details=log)
+    (text, kw), = calls
+    assert text == "Contouring did not complete:\n\nout of memory on cuda:0"
+    assert kw["detailedText"] == log and kw["windowTitle"] == "CervixTL"

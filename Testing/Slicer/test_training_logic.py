@@ -24,14 +24,14 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "CervixTLTraining"))
+sys.path[:0] = [str(REPO / "CervixTLTraining"), str(REPO / "CervixTL")]
 
-from CervixTLTrainingLib import estimates  # noqa: E402
-from CervixTLTrainingLib.engine import EngineError, run_engine  # noqa: E402
 from cervixtl.runner import parse_progress_line  # noqa: E402
 from cervixtl.splits import split_cases  # noqa: E402
-from CervixTLTrainingLib.verdict import (StructureComparison, classify, join_names,  # noqa: E402
-                                         verdict)
+from CervixTLLib import contract  # noqa: E402
+from CervixTLLib.engine import EngineError, EngineProcess, EngineResult, run_engine  # noqa: E402
+from CervixTLTrainingLib import estimates  # noqa: E402
+from CervixTLTrainingLib.verdict import StructureComparison, classify, join_names, verdict  # noqa: E402
 
 
 # ============================================================================ pure logic (no Slicer)
@@ -89,16 +89,25 @@ def test_preflight_messages() -> None:
     assert estimates.check_disk_space(REPO / "no" / "such" / "folder", needed_bytes=1) is None
 
 
-def test_engine_errors_become_one_readable_line() -> None:
-    full = "Traceback ...\nOSError: [Errno 28] No space left on device: '/x/ckpt.pt'\n"
-    assert estimates.friendly_error(full, 1).startswith("The disk is full")
-    assert "Nothing was lost" in estimates.friendly_error("cervixtl: error: disk is full writing x", 2)
-    assert estimates.friendly_error("cervixtl: cancelled: stopped on request", 130).startswith("Stopped on request")
-    geo = estimates.friendly_error("log\ncervixtl: error: final.seg.nrrd: geometry does not match the CT", 2)
-    assert geo.startswith("final.seg.nrrd: geometry does not match the CT") and "re-export" in geo
-    assert estimates.friendly_error("", 3) == "the engine stopped with exit status 3"
-    # Cancel before the engine installed its SIGTERM handler: killed by the signal, still "stopped on request"
-    assert estimates.friendly_error("", -15, cancelled=True).startswith("Stopped on request")
+def test_engine_errors_are_read_from_the_contract_not_guessed() -> None:
+    """The contract's final ``{"stage": "error", "kind", "message"}`` record, else the engine's one
+    ``cervixtl: error:`` line; a cancel (exit 130, or killed before the engine's handler) reads as stopped."""
+    def res(rc: int, progress: list, log: str = "", cancelled: bool = False) -> EngineResult:
+        return EngineResult(rc, cancelled, "", "", progress, log)
+
+    full = res(2, [{"stage": "train", "fraction": 0.5},
+                   {"stage": "error", "kind": "disk-full", "message": "the disk is full writing ckpt.pt"}])
+    assert contract.error_text(full).startswith("the disk is full writing ckpt.pt") and "Nothing was lost" in \
+        contract.error_text(full)
+    geo = res(2, [{"stage": "error", "kind": "geometry", "message": "final.seg.nrrd is not on the CT grid"}])
+    assert contract.error_text(geo).startswith("final.seg.nrrd is not on the CT grid") and "re-export" in \
+        contract.error_text(geo)
+    # no error record (an older engine): its one error line, without the prefix; regexes on free text are gone
+    assert contract.error_text(res(2, [], "log\ncervixtl: error: x.nrrd: no such file")) == "x.nrrd: no such file"
+    assert contract.error_text(res(1, [], "OSError: [Errno 28] No space left")) == "OSError: [Errno 28] No space left"
+    assert contract.error_text(res(3, [])) == "the engine stopped with exit status 3"
+    assert contract.error_text(res(130, [])).startswith("Stopped on request")
+    assert contract.error_text(res(-15, [], cancelled=True)).startswith("Stopped on request")
     assert parse_progress_line('{"stage": "train", "fraction": 0.5}') == {"stage": "train", "fraction": 0.5}
     assert parse_progress_line("epoch 3 loss 0.2") is None
     assert parse_progress_line('{"not": "progress"}') is None
@@ -114,16 +123,16 @@ def test_held_out_split_is_the_one_finetune_uses() -> None:
 
 
 def test_cancel_right_after_start_reads_as_stopped_on_request() -> None:
-    from CervixTLTrainingLib.engine import BackgroundProcess
-
-    job = BackgroundProcess(["models", "list", "--json"])  # still importing torch when cancelled
+    job = EngineProcess(["models", "list", "--json"])  # still importing when cancelled
     job.cancel()
     assert job.wait(timeout_s=60) not in (None, 0)
-    assert job.error_message().startswith("Stopped on request")
+    assert contract.error_text(job.result()).startswith("Stopped on request")
 
 
 def test_engine_runs_as_a_separate_process_and_reports_errors() -> None:
-    assert run_engine(["models", "list", "--json"], parse_json=True)["format"] == "cervixtl-models-list/1"
+    out = run_engine(["models", "list", "--json"])
+    assert json.loads(out)["format"] == "cervixtl-models-list/1"
+    assert all("@" in r["spec"] for r in contract.model_rows(out))
     with pytest.raises(EngineError) as exc:
         run_engine(["info", str(REPO / "no_such_file.nii.gz")])
     assert "no_such_file.nii.gz" in str(exc.value) and exc.value.returncode == 2
@@ -178,13 +187,12 @@ def _ct_and_segmentation(scene, shape=(20, 30, 40), spacing=(2.0, 1.5, 3.0), shi
 @slicer_mark
 def test_nodes_are_written_voxel_exact_on_the_ct_grid(scene, tmp_path: Path) -> None:  # noqa: ANN001
     from cervixtl.io import read_image, read_segmentation
-
-    from CervixTLTrainingLib import nodes_io
+    from CervixTLLib import nodes
 
     vol, seg, arr, masks = _ct_and_segmentation(scene)
     n_nodes = scene.GetNumberOfNodes()
-    nodes_io.write_volume(scene, vol, tmp_path / "ct.nrrd")
-    nodes_io.write_segmentation_on_grid(scene, seg, vol, tmp_path / "final.seg.nrrd")
+    nodes.write_volume(vol, tmp_path / "ct.nrrd")
+    nodes.write_segmentation_node(seg, vol, tmp_path / "final.seg.nrrd")
     ct = read_image(tmp_path / "ct.nrrd")
     # RAS origin (10, -20, -30) is LPS (-10, 20, -30); the RAS axes (-x, -y, +z) are the LPS identity
     assert ct.spacing == pytest.approx((2.0, 1.5, 3.0))
@@ -280,7 +288,6 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     real ``cervixtl models import`` (the panel's Import button)."""
     pytest.importorskip("slicer", reason="slicer-core (real MRML libraries) is not installed")
     from cervixtl.models.registry import Registry
-
     from CervixTLTrainingLib.logic import TrainingLogic
 
     root = tmp_path_factory.mktemp("tiny_registry")
@@ -347,6 +354,7 @@ def test_case_library_from_scene_nodes(scene, tmp_path: Path) -> None:  # noqa: 
 
     vol, final, _arr, _masks = _ct_and_segmentation(scene)
     _vol2, proposal, _a2, _m2 = _ct_and_segmentation(scene, shift_ctv=5)
+    proposal.SetReferenceImageGeometryParameterFromVolumeNode(vol)  # (same grid) the proposal made on this CT
     logic = TrainingLogic(scene, cases_dir=str(tmp_path / "cases"))
     case_id = logic.add_case_from_nodes(vol, final, proposal, site="siteB")
     same_id = logic.add_case_from_nodes(vol, final, final, site="siteB")
@@ -371,13 +379,14 @@ def test_case_library_from_scene_nodes(scene, tmp_path: Path) -> None:  # noqa: 
 @slicer_mark
 def test_case_with_mismatched_geometry_is_refused_with_one_line(scene, tmp_path: Path) -> None:  # noqa: ANN001
     _need("cases")
-    from CervixTLTrainingLib import nodes_io
+    from CervixTLLib import nodes
     from CervixTLTrainingLib.logic import TrainingLogic
 
     vol, final, _arr, _masks = _ct_and_segmentation(scene)
     other, _seg2, _a2, _m2 = _ct_and_segmentation(scene, shape=(20, 30, 36), spacing=(2.0, 1.5, 2.5))
-    nodes_io.write_volume(scene, vol, tmp_path / "ct.nrrd")
-    nodes_io.write_segmentation_on_grid(scene, final, other, tmp_path / "final.seg.nrrd")
+    nodes.write_volume(vol, tmp_path / "ct.nrrd")
+    final.RemoveNodeReferenceIDs(final.GetReferenceImageGeometryReferenceRole())
+    nodes.write_segmentation_node(final, other, tmp_path / "final.seg.nrrd")
     logic = TrainingLogic(scene, cases_dir=str(tmp_path / "cases"))
     with pytest.raises(EngineError) as exc:
         logic.add_case(tmp_path / "ct.nrrd", tmp_path / "final.seg.nrrd")
@@ -409,10 +418,8 @@ def finetuned(tmp_path_factory: pytest.TempPathFactory) -> types.SimpleNamespace
     phantom = pytest.importorskip("cervixtl.phantom", reason="cervixtl.phantom (phantom generator) not available")
     _need("cases", "finetune")
     from cervixtl.cases import CaseLibrary
-
-    from CervixTLTrainingLib.logic import FinetuneRequest, TrainingLogic
-
     from cervixtl.models.registry import Registry
+    from CervixTLTrainingLib.logic import FinetuneRequest, TrainingLogic
 
     root = tmp_path_factory.mktemp("finetune")
     scene = _make_scene()
@@ -480,7 +487,6 @@ def test_cancel_keeps_the_active_model_and_resume_continues_the_curve(finetuned)
     it: the engine restarts from the checkpoint, the curve continues without duplicated steps, and the new
     version is registered (not activated)."""
     from cervixtl.models.registry import Registry
-
     from CervixTLTrainingLib.logic import FinetuneRequest
     from CervixTLTrainingLib.tables import table_rows
 
@@ -536,7 +542,7 @@ def test_real_comparison_fills_the_table_chart_and_verdict(finetuned, tmp_path: 
     assert any(r.get("stage") == "compare" for r in logic.job.records)
     assert {p.name for p in (tmp_path / "cmp").iterdir()} >= {"compare.json", "compare.csv", "compare.png"}
     data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    rows = logic.read_comparison("src6@1", "site@1")
+    rows = logic.read_comparison()
     assert [r.structure for r in rows] == data["structures"] and {"GTV", "CTV"} <= set(data["structures"])
     text = logic.update_compare_nodes(rows)
     assert text == f"too few cases to test {' and '.join(data['structures'])} with n = 1" or \
@@ -562,7 +568,7 @@ def test_comparison_rows_read_the_engine_format() -> None:
     def desc(mean: float, n: int = 6) -> dict:
         return {"n": n, "mean": mean, "median": mean}
 
-    data = {"models": ["demo@1", "site@2"], "structures": ["GTV", "CTV"],
+    data = {"format": "cervixtl-compare/1", "models": ["demo@1", "site@2"], "structures": ["GTV", "CTV"],
             "summary": {m: {s: {"dice": desc(d), "hd95_mm": desc(h), "surface_dice": desc(sd)}
                             for s, (d, h, sd) in vals.items()}
                         for m, vals in {"demo@1": {"GTV": (0.7, 9.0, 0.6), "CTV": (0.75, 8.0, 0.65)},
@@ -573,10 +579,34 @@ def test_comparison_rows_read_the_engine_format() -> None:
                        "p_value": 0.9, "median_difference": -3.0},
                       {"structure": "CTV", "metric": "dice", "a": "demo@1", "b": "site@2", "n": 6,
                        "p_value": 0.031, "median_difference": 0.07}]}
-    rows = comparison_rows(data, "demo", "site@2")  # a name without version matches its spec
+    with pytest.raises(EngineError, match="did not compare demo"):  # no guessing: specs as they were compared
+        comparison_rows(data, "demo", "site@2")
+    rows = comparison_rows(data, "demo@1", "site@2")
     assert [(r.structure, r.n, r.p_value) for r in rows] == [("GTV", 6, 0.4), ("CTV", 6, 0.031)]
     assert rows[1].dice_new == 0.82 and rows[1].hd95_source == 8.0 and rows[1].sdice_new == 0.8
     assert verdict(rows) == "better on CTV, no significant change on GTV with n = 6"
     # the same file read the other way round: the difference changes sign, the verdict too
     swapped = comparison_rows(data, "site@2", "demo@1")
     assert swapped[1].median_difference == -0.07 and verdict(swapped).startswith("worse on CTV")
+
+
+# ============================================================================ issue 14 defect 11
+@slicer_mark
+def test_activating_the_bundled_demo_model_imports_it_first(scene, tmp_path: Path) -> None:  # noqa: ANN001
+    """The bundled demo model is listed as active but is not in the registry, so ``models activate`` /
+    ``rollback`` on it failed; Activate now imports the bundled package (checksum verified) and activates it."""
+    from CervixTLTrainingLib.logic import TrainingLogic
+
+    if not (REPO / "Resources" / "Models" / "cervixtl-demo" / "model.json").is_file():
+        pytest.skip("no bundled demo model in this checkout")
+    logic = TrainingLogic(scene, models_dir=str(tmp_path / "models"))
+    rows = {m["spec"]: m for m in logic.list_models()}
+    demo = rows["cervixtl-demo@1"]
+    assert demo["source"] == "bundled" and demo["active"]
+    with pytest.raises(EngineError):
+        logic.activate("cervixtl-demo@1")  # what the old Activate did
+    logic.activate("cervixtl-demo@1", bundled_path=demo["path"])
+    rows = {m["spec"]: m for m in logic.list_models()}
+    assert rows["cervixtl-demo@1"]["source"] == "registry" and rows["cervixtl-demo@1"]["active"]
+    logic.activate("cervixtl-demo@1")  # now a registry version like any other
+    assert (tmp_path / "models" / "cervixtl-demo" / "1" / "model.json").is_file()

@@ -24,6 +24,13 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 STAND_INS = {"ctkCollapsibleButton": "QGroupBox", "qMRMLNodeComboBox": "QComboBox", "ctkSliderWidget": "QWidget",
              "qMRMLWidget": "QWidget"}
+#: Widgets the module hides in the panel's first state (so a screenshot never shows what the panel does not):
+#: CervixTL shows the six R/L/A/P/S/I sliders only with "per direction" on, and its log box starts collapsed.
+INITIALLY_HIDDEN = {"CervixTL.ui": ("anisotropicFrame", "logTextEdit")}
+#: Buttons the module disables until there is something to act on (no proposal yet, nothing running).
+INITIALLY_DISABLED = {"CervixTL.ui": ("cancelButton", "applyMarginsButton", "revertMarginsButton", "editButton",
+                                      "show3DButton", "undoButton", "exportButton", "saveCaseButton",
+                                      "ctvMarginSlider")}
 
 
 def _prop(widget: ET.Element, name: str) -> str | None:
@@ -65,8 +72,24 @@ def rewrite(xml_bytes: bytes) -> tuple[bytes, dict[str, dict[str, Any]]]:
 
 
 def render(ui_path: str | os.PathLike, png_path: str | os.PathLike, combos: dict[str, list[str]] | None = None,
-           width: int = 380) -> Path:
-    """Load ``ui_path`` with stand-ins, fill ``combos`` (object name -> items) and save a PNG; returns its path."""
+           width: int = 380, hidden: tuple[str, ...] | None = None) -> Path:
+    """Load ``ui_path`` with stand-ins, fill ``combos`` (object name -> items), hide ``hidden`` (default: the
+    widgets the module hides in its first state, :data:`INITIALLY_HIDDEN`) and save a PNG; returns its path."""
+    panel = load_panel(ui_path, combos, width, hidden)
+    pixmap = panel.grab()
+    out = Path(png_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.png")
+    if not pixmap.save(str(tmp), "PNG"):
+        raise RuntimeError(f"could not write {out}")
+    os.replace(tmp, out)
+    panel.deleteLater()
+    return out
+
+
+def load_panel(ui_path: str | os.PathLike, combos: dict[str, list[str]] | None = None, width: int = 380,
+               hidden: tuple[str, ...] | None = None) -> Any:
+    """The panel as :func:`render` draws it (a laid-out QWidget)."""
     from PySide6 import QtCore, QtWidgets
     from PySide6.QtUiTools import QUiLoader
 
@@ -107,19 +130,18 @@ def render(ui_path: str | os.PathLike, png_path: str | os.PathLike, combos: dict
         if combo is not None:
             combo.clear()
             combo.addItems(items)
+    for name in (INITIALLY_HIDDEN.get(Path(ui_path).name, ()) if hidden is None else hidden):
+        w = panel.findChild(QtWidgets.QWidget, name)
+        if w is None:
+            raise ValueError(f"{ui_path}: no widget {name!r} to hide")
+        w.setVisible(False)
+    for name in INITIALLY_DISABLED.get(Path(ui_path).name, ()) if hidden is None else ():
+        panel.findChild(QtWidgets.QWidget, name).setEnabled(False)
     panel.resize(width, panel.sizeHint().height())
     panel.adjustSize()
     panel.resize(width, max(panel.sizeHint().height(), 200))
-    pixmap = panel.grab()
-    out = Path(png_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
-    if not pixmap.save(str(tmp), "PNG"):
-        raise RuntimeError(f"could not write {out}")
-    os.replace(tmp, out)
-    panel.deleteLater()
     app.processEvents()
-    return out
+    return panel
 
 
 def main(argv: list[str] | None = None) -> int:
