@@ -138,6 +138,8 @@ def _import_source(reg: Registry, src: str, *, name: str | None, version: str | 
     from ..models.sources import default_name, import_source, source_kind
 
     kind = source_kind(src)
+    if kind is None:  # the caller checked; a clear error all the same
+        raise BadInput(f"{src}: not a source model (nnU-Net folder, totalsegmentator:<task> or MONAI bundle)")
     name = name or default_name(src, kind)
     reg.root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=temp_prefix("import"), dir=reg.root) as work:
