@@ -15,7 +15,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 #: What the engine needs from Resources/ (files or folders).
-SHIPPED = ("CervixTL.term.json", "Models.json", "roi_mapping.json", "Models", "schemas")
+SHIPPED = ("CervixTL.term.json", "Models.json", "roi_mapping.json", "source_structures.json", "Models", "schemas")
 
 
 class BuildPyWithResources(build_py):

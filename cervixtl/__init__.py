@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .api.models import import_model, list_models, show_model
     from .api.training import compare_cases, finetune_cases
     from .demo import run_demo
+    from .devices import probe_devices
     from .errors import BadInput, Cancelled, CervixTLError, GeometryMismatch, ModelError
     from .metrics import evaluate_files
 
@@ -40,14 +41,14 @@ _LAZY = {
     "check_cases": ".api.cases",
     "finetune_cases": ".api.training", "compare_cases": ".api.training", "rtstruct_import": ".api.dicom",
     "rtstruct_export": ".api.dicom", "rtstruct_list": ".api.dicom", "seg_export": ".api.dicom",
-    "seg_import": ".api.dicom", "run_demo": ".demo", "CervixTLError": ".errors", "BadInput": ".errors",
+    "seg_import": ".api.dicom", "run_demo": ".demo", "probe_devices": ".devices", "CervixTLError": ".errors", "BadInput": ".errors",
     "GeometryMismatch": ".errors", "ModelError": ".errors", "Cancelled": ".errors",
 }
 
 __all__ = [
     "__version__", "contour_file", "margins_file", "image_info", "evaluate_files", "list_models", "show_model",
     "import_model", "add_case", "list_cases", "show_case", "check_cases", "finetune_cases", "compare_cases",
-    "rtstruct_import", "rtstruct_export", "rtstruct_list", "seg_export", "seg_import", "run_demo",
+    "rtstruct_import", "rtstruct_export", "rtstruct_list", "seg_export", "seg_import", "run_demo", "probe_devices",
     "CervixTLError", "BadInput", "GeometryMismatch", "ModelError", "Cancelled",
 ]
 

@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["source_structures", "needs_site_model", "has_targets", "to_structures"]
+from .structures import TARGETS
 
-#: Structures every output has.
-TARGETS = ("GTV", "CTV", "PTV")
+__all__ = ["source_structures", "needs_site_model", "has_targets", "to_structures"]
 
 
 def source_structures(card: Any) -> dict[str, list[str]]:

@@ -58,7 +58,8 @@ def test_wheel_installs_and_runs_demo_and_contour(tmp_path: Path):
     wheel = _build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in ("Models/cervixtl-demo/model.json", "Models/cervixtl-demo/weights.safetensors", "Models.json",
-                    "CervixTL.term.json", "roi_mapping.json", "schemas/cervixtl-contour.schema.json"):
+                    "CervixTL.term.json", "roi_mapping.json", "source_structures.json",
+                    "schemas/cervixtl-contour.schema.json"):
         assert f"cervixtl/resources/{shipped}" in names, shipped
     env_dir, env = _fresh_venv(tmp_path, wheel)
     work = tmp_path / "work"  # not the checkout: nothing of the repository is importable from here

@@ -1,5 +1,4 @@
-"""The model jobs: ``list_models``, ``show_model``, ``import_model``, ``list_source_models``
-(``cervixtl models ...``).
+"""The model jobs: ``list_models``, ``show_model``, ``import_model`` (``cervixtl models ...``).
 
 ``list_models`` and ``show_model`` read cards only: they import no torch.
 """
@@ -61,10 +60,8 @@ def show_model(spec: str, models_dir: str | os.PathLike | None = None) -> dict[s
 def import_model(source: str, *, sha256: str | None = None, name: str | None = None, version: str | None = None,
                  arch: str = "wholeBody_ct_segmentation", activate: bool = False,
                  models_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Import a model package (folder, ``.zip``/``.tar.gz``, URL, or a name of ``Resources/Models.json``), a
-    source model (an nnU-Net v2 trained-model folder, ``totalsegmentator:<task>``, a MONAI bundle folder or zip,
-    or a catalogue source, downloaded) or a MONAI checkpoint (``.pt``/``.pth``/``.safetensors`` with ``name``)
-    into the registry.
+    """Import a model package (folder, ``.zip``/``.tar.gz``, URL, or a name of ``Resources/Models.json``) or a
+    MONAI checkpoint (``.pt``/``.pth``/``.safetensors`` with ``name``) into the registry.
 
     Args:
         sha256: expected SHA-256 of the downloaded/imported file (or of a package's weights).
@@ -72,108 +69,113 @@ def import_model(source: str, *, sha256: str | None = None, name: str | None = N
             architecture (``wholeBody_ct_segmentation`` or a model card JSON giving architecture/labels/input).
         activate: make the imported version active.
 
+    Also a source model: an nnU-Net v2 trained-model folder, ``totalsegmentator:<task>``, a MONAI bundle, or a
+    catalogue entry of one of those kinds (:mod:`cervixtl.models.sources`).
+
     Returns:
-        The ``cervixtl-models-import/1`` report: spec, name, version, kind (``package``, ``checkpoint`` or
-        ``source``), activated, tensors (checkpoint: loaded / reinitialised / skipped counts; else null),
-        source (a source model: its kind, number of classes, architecture, download trust and SHA-256; else
-        null).
+        The ``cervixtl-models-import/1`` report: spec, name, version, kind (``package``, ``checkpoint``,
+        ``source`` or ``catalogue-source``), activated, detail (one line on what it is), tensors (checkpoint:
+        loaded / reinitialised / skipped counts; null otherwise).
 
     Raises:
         BadInput: nothing at ``source``; ModelError: hash mismatch or an invalid package.
     """
     from ..atomic import sweep_stale, temp_prefix
     from ..models import download as dl
-    from ..models.package import sha256_file
-
-    from ..models.sources import source_kind
 
     reg = _registry(models_dir)
     src, sha = source, sha256
+    from ..models.sources import source_kind
+
     if source_kind(src):
-        return _import_source(reg, src, name=name, version=version, activate=activate)
+        card, detail = _import_source(reg, src, name=name, version=version, activate=activate)
+        return _import_report(card, "source", activate, detail)
     entry = None if (dl.is_url(src) or Path(src).exists()) else dl.catalogue_entry(src)
     if entry is not None and entry.get("kind") not in (None, "cervixtl-package"):
-        return _import_catalogue_source(reg, entry, name=name, version=version, activate=activate)
+        card, detail = _import_catalogue_source(reg, entry, name=name, version=version, activate=activate)
+        return _import_report(card, "catalogue-source", activate, detail)
     if entry is not None:
         src, sha = dl.resolve_catalogue_source(entry), sha or entry.get("sha256")
     reg.root.mkdir(parents=True, exist_ok=True)
     sweep_stale(reg.root)  # what an import killed outright (SIGKILL) left behind
     with tempfile.TemporaryDirectory(prefix=temp_prefix("import"), dir=reg.root) as work:
-        if dl.is_url(src):
-            local = dl.fetch_to_temp(src, sha, work)
-        else:
-            p = Path(src)
-            if not p.exists():
-                raise BadInput(f"{src}: no such file, folder, URL or catalogue model")
-            if sha and p.is_file() and sha256_file(p) != sha.strip().lower():
-                raise ModelError(f"{p}: SHA-256 does not match --sha256; not imported")
-            local = dl.extract_package(p, Path(work) / "x") if p.is_file() and dl.is_package_archive(p) else p
-        tensors = None
+        local = _local_package(src, sha, Path(work))
         if local.is_dir():
             _check_package_hash(local, src, sha if not dl.is_url(src) else None)
-            card = reg.add(local, activate=activate)
-        else:
-            dl.check_import_file(local)  # empty, text, or an archive without model.json: say what it is
-            card, tensors = _import_checkpoint(reg, local, Path(work), name=name, version=version, arch=arch,
-                                               activate=activate)
-    return _import_report(card, "package" if tensors is None else "checkpoint", activate, tensors)
+            return _import_report(reg.add(local, activate=activate), "package", activate, "")
+        dl.check_import_file(local)  # empty, text, or an archive without model.json (also a download): say what it is
+        card, tensors = _import_checkpoint(reg, local, Path(work), name=name, version=version, arch=arch,
+                                           activate=activate)
+    return _import_report(card, "checkpoint", activate, "source model from checkpoint", tensors)
 
 
-def _import_report(card: Any, kind: str, activate: bool, tensors: dict[str, int] | None = None,
-                   source: dict[str, Any] | None = None) -> dict[str, Any]:
+def _import_report(card: ModelCard, kind: str, activate: bool, detail: str,
+                   tensors: dict[str, int] | None = None) -> dict[str, Any]:
     return report("models-import", {"spec": card.spec, "name": card.name, "version": card.version, "kind": kind,
-                                    "activated": bool(activate), "tensors": tensors, "source": source})
+                                    "activated": bool(activate), "detail": detail, "tensors": tensors})
 
 
-def _import_source(reg: Any, src: str, *, name: str | None, version: str | None, activate: bool) -> dict[str, Any]:
-    """Convert and register a foreign source model (nnU-Net v2 folder, ``totalsegmentator:<task>``, MONAI
-    bundle folder or zip; :mod:`cervixtl.models.sources`)."""
+def _local_package(src: str, sha: str | None, work: Path) -> Path:
+    """The package folder (or checkpoint file) of ``src``: downloaded, unpacked or as it is."""
+    from ..models import download as dl
+    from ..models.package import sha256_file
+
+    if dl.is_url(src):
+        return dl.fetch_to_temp(src, sha, work)
+    p = Path(src)
+    if not p.exists():
+        raise BadInput(f"{src}: no such file, folder, URL or catalogue model")
+    if sha and p.is_file() and sha256_file(p) != sha.strip().lower():
+        raise ModelError(f"{p}: SHA-256 does not match --sha256; not imported")
+    return dl.extract_package(p, work / "x") if p.is_file() and dl.is_package_archive(p) else p
+
+
+def _import_source(reg: Registry, src: str, *, name: str | None, version: str | None,
+                   activate: bool) -> tuple[ModelCard, str]:
+    """An nnU-Net v2 folder, ``totalsegmentator:<task>`` or a MONAI bundle as a registered source model."""
     from ..atomic import temp_prefix
     from ..models.sources import default_name, import_source, source_kind
 
-    kind = str(source_kind(src))
+    kind = source_kind(src)
+    if kind is None:  # the caller checked; a clear error all the same
+        raise BadInput(f"{src}: not a source model (nnU-Net folder, totalsegmentator:<task> or MONAI bundle)")
     name = name or default_name(src, kind)
-    version = version or reg.next_version(name)
     reg.root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=temp_prefix("import"), dir=reg.root) as work:
-        pkg, _ = import_source(src, Path(work) / "pkg", name=name, version=version, kind=kind)
+        pkg, _ = import_source(src, Path(work) / "pkg", name=name, version=version or reg.next_version(name),
+                               kind=kind)
         card = reg.add(pkg, activate=activate)
-    return _import_report(card, "source", activate, source={
-        "kind": kind, "classes": len(card.labels), "architecture": card.architecture["name"], "trust": None,
-        "download_sha256": None})
+    return card, f"{kind} source: {len(card.labels)} classes, {card.architecture['name']}"
 
 
-def _import_catalogue_source(reg: Any, entry: dict[str, Any], *, name: str | None, version: str | None,
-                             activate: bool) -> dict[str, Any]:
-    """Download (resumable), unpack, convert and register a source model of the catalogue."""
+def _import_catalogue_source(reg: Registry, entry: dict[str, Any], *, name: str | None, version: str | None,
+                             activate: bool) -> tuple[ModelCard, str]:
+    """A catalogue entry that is not a CervixTL package: downloaded (resumable), converted, registered."""
     import shutil
 
     from ..atomic import temp_prefix
     from ..models.sources.catalogue import import_catalogue_source
 
     name = name or str(entry["name"])
-    version = version or reg.next_version(name)
     reg.root.mkdir(parents=True, exist_ok=True)
     work = reg.root / f".download-{entry['name']}"  # kept on failure or cancel, so a rerun resumes
     with tempfile.TemporaryDirectory(prefix=temp_prefix("import"), dir=reg.root) as tmp:
-        pkg, rep = import_catalogue_source(entry, work, Path(tmp) / "pkg", name=name, version=version)
+        pkg, rep = import_catalogue_source(entry, work, Path(tmp) / "pkg", name=name,
+                                           version=version or reg.next_version(name))
         card = reg.add(pkg, activate=activate)
     shutil.rmtree(work, ignore_errors=True)
-    return _import_report(card, "source", activate, source={
-        "kind": str(entry["kind"]), "classes": len(card.labels), "architecture": card.architecture["name"],
-        "trust": rep.get("trust"), "download_sha256": rep.get("download_sha256")})
+    return card, f"{entry['kind']}, {rep['trust']}: SHA-256 {rep['download_sha256']}"
 
 
-def list_source_models() -> dict[str, Any]:
-    """Source models installed on this computer (TotalSegmentator's weights) with their classes.
+def list_sources() -> dict[str, Any]:
+    """Source models installed on this computer (TotalSegmentator weights) with their classes.
 
     Returns:
-        The ``cervixtl-models-sources/1`` report: ``sources``, one row per model with spec
-        (``totalsegmentator:<task>``), dataset, folder, classes, error (null when readable).
+        The ``cervixtl-models-sources/1`` report: ``sources`` [{spec, dataset, folder, classes, error}].
     """
-    from ..models.sources import list_sources
+    from ..models.sources import list_sources as find_sources
 
-    return report("models-sources", {"sources": list_sources()})
+    return report("models-sources", {"sources": find_sources()})
 
 
 def _check_package_hash(package: Path, src: str, sha: str | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ..api.models import import_model, list_models, show_model
+from ..api.models import import_model, list_models, list_sources, show_model
 from ._common import add_action, add_json_arg, print_json
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_arg(sp, "what was imported (cervixtl-models-import/1)")
     sp.set_defaults(func=run_import)
     sp = add("sources", "list source models installed on this computer (TotalSegmentator weights) with classes")
-    add_json_arg(sp, "the installed source models (cervixtl-models-sources/1)")
+    add_json_arg(sp, "the source models (cervixtl-models-sources/1)")
     sp.set_defaults(func=run_sources)
     sp = add("activate", "make a version active")
     sp.add_argument("spec", metavar="NAME[@VER]")
@@ -109,23 +109,17 @@ def run_import(args: argparse.Namespace) -> int:
                        activate=args.activate, models_dir=getattr(args, "models_dir", None))
     if args.json:
         print_json(rep)
-    elif rep["source"] is not None:
-        src = rep["source"]
-        trust = f", {src['trust']}: SHA-256 {src['download_sha256']}" if src["download_sha256"] else ""
-        print(f"imported {rep['spec']} ({src['kind']} source: {src['classes']} classes, {src['architecture']}{trust})")
     elif rep["tensors"] is not None:
         t = rep["tensors"]
         print(f"tensors: {t['loaded']} loaded, {t['reinitialised']} re-initialised, {t['skipped']} skipped")
-        print(f"imported {rep['spec']} (source model from checkpoint)")
+        print(f"imported {rep['spec']} ({rep['detail']})")
     else:
-        print(f"imported {rep['spec']}")
+        print(f"imported {rep['spec']}" + (f" ({rep['detail']})" if rep["detail"] else ""))
     return 0
 
 
 def run_sources(args: argparse.Namespace) -> int:
-    from ..api.models import list_source_models
-
-    rep = list_source_models()
+    rep = list_sources()
     if args.json:
         print_json(rep)
         return 0

@@ -71,11 +71,6 @@ def build_network(card: ModelCard) -> torch.nn.Module:
     return build_from_params(card.architecture["name"], card.architecture["params"])
 
 
-def count_parameters(net: torch.nn.Module) -> int:
-    """Number of scalar parameters of ``net``."""
-    return int(sum(p.numel() for p in net.parameters()))
-
-
 def segresnet_card(name: str, labels: list[str], *, version: str = "1", init_filters: int = 8,
                    spacing_mm: tuple[float, float, float] = (2.0, 2.0, 3.0),
                    patch_size: tuple[int, int, int] = (32, 96, 96), window_hu: tuple[float, float] = (-200.0, 300.0),

@@ -270,7 +270,7 @@ def finetune(source: str | None, cases: Sequence[tuple[str, Image, Segmentation]
     _record(card, res.history, config, parent, protocol, derivation, note, cases, tr_ids, va_ids, sites, frozen,
             report, uncontoured)
     if not is_lead_process():  # under torchrun only rank 0 writes the new version
-        return card
+        return card  # it claimed no work folder (see _work_folder)
     new = _register(reg, card, res.state_dict, name, version, activate)
     shutil.rmtree(work, ignore_errors=True)
     return new

@@ -28,7 +28,7 @@ TOTALSEG_PREFIX = "totalsegmentator:"
 @lru_cache(maxsize=4)
 def structure_map(kind: str = "totalsegmentator") -> dict[str, str]:
     """Source label name -> CervixTL structure name for source family ``kind`` (empty when unknown)."""
-    from ...structures import resources_dir
+    from ...resources import resources_dir
 
     path = resources_dir() / "source_structures.json"
     try:
