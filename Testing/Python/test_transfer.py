@@ -12,7 +12,8 @@ from cervixtl.errors import BadInput, ModelError
 from cervixtl.models import registry as regmod
 from cervixtl.models.networks import WHOLEBODY_CT_SEGRESNET, build_from_params, build_network, segresnet_card
 from cervixtl.models.package import load_package, save_package
-from cervixtl.models.transfer import (freeze, load_matching_weights, package_from_checkpoint, read_checkpoint)
+from cervixtl.models.transfer import load_matching_weights, package_from_checkpoint, read_checkpoint
+from cervixtl.training import freeze
 
 
 @pytest.fixture(scope="module")
@@ -118,17 +119,19 @@ def test_new_label_set_keeps_the_output_channels_of_kept_labels(tmp_path):
 def test_freeze_strategies():
     net = build_network(segresnet_card("f", ["GTV", "CTV"], init_filters=4))
     names = [n for n, _ in net.named_parameters()]
-    frozen = freeze(net, "encoder")
+    patch = (16, 32, 32)
+    frozen = freeze(net, "encoder", patch)
     assert frozen and all(n.startswith(("convInit.", "down_layers.")) for n in frozen)
     assert all(not p.requires_grad for n, p in net.named_parameters() if n in frozen)
     assert all(p.requires_grad for n, p in net.named_parameters() if n.startswith(("up_", "conv_final")))
-    frozen = freeze(net, "all-but-last-1")
+    frozen = freeze(net, "all-but-last-1", patch)
     trainable = [n for n, p in net.named_parameters() if p.requires_grad]
-    assert trainable == ["conv_final.2.conv.weight", "conv_final.2.conv.bias"]
-    assert len(frozen) == len(names) - 2
-    assert freeze(net, "none") == [] and all(p.requires_grad for p in net.parameters())
+    # the last block in forward order: SegResNet's head (its norm and the output convolution)
+    assert trainable[-2:] == ["conv_final.2.conv.weight", "conv_final.2.conv.bias"]
+    assert all(n.startswith("conv_final.") for n in trainable) and len(frozen) == len(names) - len(trainable)
+    assert freeze(net, "none", patch) == [] and all(p.requires_grad for p in net.parameters())
     with pytest.raises(BadInput, match="unknown freeze"):
-        freeze(net, "decoder")
+        freeze(net, "decoder", patch)
 
 
 def test_import_checkpoint_as_source_model(tmp_path, bundle_state, monkeypatch, capsys):

@@ -170,42 +170,6 @@ def encoder_parameter_names(net: torch.nn.Module) -> list[str]:
     return [n for n, _ in net.named_parameters() if any(r.search(n) for r in rx)]
 
 
-def freeze(net: torch.nn.Module, strategy: str) -> list[str]:
-    """Freeze parameters of ``net`` (``requires_grad = False``) and return their names.
-
-    Strategies:
-        ``"none"``: train everything.
-        ``"encoder"``: freeze the encoder (down-sampling path) and bottleneck; decoder and head train.
-        ``"all-but-last-N"``: freeze everything except the last N layers that own parameters (leaf modules in
-        definition order, e.g. N=1 trains only the output convolution).
-
-    Raises:
-        BadInput: unknown strategy.
-    """
-    for p in net.parameters():
-        p.requires_grad_(True)
-    strategy = (strategy or "none").strip().lower()
-    if strategy == "none":
-        return []
-    if strategy == "encoder":
-        names = set(encoder_parameter_names(net))
-    else:
-        m = re.fullmatch(r"all-but-last-(\d+)", strategy)
-        if not m or int(m.group(1)) < 1:
-            raise BadInput(f"unknown freeze strategy {strategy!r}: use none, encoder or all-but-last-N (N >= 1)")
-        n_keep = int(m.group(1))
-        leaves = [name for name, mod in net.named_modules()
-                  if any(True for _ in mod.parameters(recurse=False))]
-        keep = set(leaves[-n_keep:])
-        names = {n for n, _ in net.named_parameters() if (n.rsplit(".", 1)[0] if "." in n else "") not in keep}
-    frozen = []
-    for n, p in net.named_parameters():
-        if n in names:
-            p.requires_grad_(False)
-            frozen.append(n)
-    return frozen
-
-
 # ---------------------------------------------------------------------------- source models
 def package_from_checkpoint(checkpoint: str | os.PathLike, dest_dir: str | os.PathLike, *, name: str,
                             version: str = "1", architecture: str = "SegResNet",
