@@ -106,6 +106,21 @@ def _verify_hashes(path: Path, url: str, *, sha256: str | None, md5: str | None)
     return h.hexdigest()
 
 
+def unpack_archive(archive: str | os.PathLike, into: str | os.PathLike) -> Path:
+    """Unpack a ``.zip`` / ``.tar`` archive into ``into`` member by member (:func:`cervixtl.safepath.safe_extract`);
+    returns ``into``.
+
+    Raises:
+        ModelError: not an archive, a corrupt one, an unsafe member, or the folder cannot be written.
+    """
+    try:
+        return safe_extract(archive, into)
+    except BadInput as exc:
+        raise ModelError(str(exc)) from None
+    except OSError as exc:
+        raise ModelError(f"{archive}: cannot unpack archive ({exc.strerror or exc})") from None
+
+
 def extract_package(archive: str | os.PathLike, into: str | os.PathLike) -> Path:
     """Unpack a package archive (``.zip``, ``.tar.gz``/``.tgz``/``.tar``) into the folder ``into`` member by
     member (:func:`cervixtl.safepath.safe_extract`: no absolute names, no ``..``, no links, nothing outside
@@ -117,12 +132,7 @@ def extract_package(archive: str | os.PathLike, into: str | os.PathLike) -> Path
     a, into = Path(archive), Path(into)
     if not (zipfile.is_zipfile(a) or tarfile.is_tarfile(a)):
         raise ModelError(f"{a}: {describe_file(a)}, not a model package archive (.zip or .tar.gz) or package folder")
-    try:
-        safe_extract(a, into)
-    except BadInput as exc:
-        raise ModelError(str(exc)) from None
-    except OSError as exc:
-        raise ModelError(f"{a}: cannot unpack archive ({exc.strerror or exc})") from None
+    unpack_archive(a, into)
     cards = sorted((c for c in into.rglob("model.json") if not c.is_symlink()), key=lambda p: len(p.parts))
     if not cards:
         raise ModelError(f"{a}: archive holds no model.json, not a model package")

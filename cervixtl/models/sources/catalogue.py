@@ -15,23 +15,11 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ...errors import BadInput, ModelError
+from ...errors import ModelError
 
 __all__ = ["import_catalogue_source", "SOURCE_KINDS"]
 
 SOURCE_KINDS = ("totalsegmentator-nnunet", "nnunet", "monai-bundle")
-
-
-def _unzip(archive: Path, into: Path) -> None:
-    """Unpack a downloaded zip member by member (:func:`cervixtl.safepath.safe_extract`). Raises: ModelError."""
-    from ...safepath import safe_extract
-
-    try:
-        safe_extract(archive, into)
-    except BadInput as exc:
-        raise ModelError(str(exc)) from None
-    except OSError as exc:
-        raise ModelError(f"{archive}: cannot unpack archive ({exc.strerror or exc})") from None
 
 
 def _md5(path: Path) -> str:
@@ -54,7 +42,7 @@ def import_catalogue_source(entry: Mapping[str, Any], work: str | os.PathLike, d
     Raises:
         ModelError: unsupported kind, hash mismatch, unsafe archive, or the conversion failed.
     """
-    from ..download import download
+    from ..download import download, unpack_archive
     from . import import_source
 
     kind = str(entry.get("kind"))
@@ -63,7 +51,7 @@ def import_catalogue_source(entry: Mapping[str, Any], work: str | os.PathLike, d
     work = Path(work)
     archive = download(url or str(entry["url"]), work / "source.zip", entry.get("sha256"), progress=progress)
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
-    _unzip(archive, work / "unpacked")
+    unpack_archive(archive, work / "unpacked")
     root = work / "unpacked"
     pub = entry.get("hash")
     if pub and pub.get("type") == "md5" and pub.get("of"):

@@ -163,10 +163,10 @@ def import_bundle(path: str | os.PathLike, dest_dir: str | os.PathLike, *, name:
     """
     p = Path(path)
     if p.is_file():
-        from .catalogue import _unzip
+        from ..download import unpack_archive
 
         with tempfile.TemporaryDirectory(prefix=".bundle-") as tmp:
-            _unzip(p, Path(tmp))
+            unpack_archive(p, Path(tmp))
             inner = [c.parent.parent for c in Path(tmp).rglob("inference.json") if c.parent.name == "configs"]
             if not inner:
                 raise ModelError(f"{p}: zip holds no configs/inference.json")
