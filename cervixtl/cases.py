@@ -15,6 +15,7 @@ date is read into or written to the library. The root is ``$CERVIXTL_CASES_DIR``
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import json
 import os
@@ -77,7 +78,8 @@ def _clean_segmentation(seg: Segmentation, ct: Image, what: str) -> tuple[Segmen
     dropped = [s.name for s in seg.segments if s.voxels == 0]
     out = Segmentation(_anonymous_grid(ct).with_array(np.broadcast_to(np.uint8(0), ct.array.shape)))
     for s in kept:
-        out.segments.append(Segment(s.name, np.asarray(s.mask, dtype=bool), tuple(s.color), s.label, s.terminology))
+        r, g, b = (float(v) for v in s.color)
+        out.segments.append(Segment(s.name, np.asarray(s.mask, dtype=bool), (r, g, b), s.label, s.terminology))
     return out, dropped
 
 
@@ -161,7 +163,7 @@ class CaseLibrary:
         prop = read_segmentation(p / PROPOSAL_FILE, reference=ct) if (p / PROPOSAL_FILE).exists() else None
         return Case(p.name, ct, final, prop, self.info(p.name))
 
-    def resolve(self, spec: str) -> list[str]:
+    def resolve(self, spec: str) -> builtins.list[str]:
         """Case ids from ``"all"`` or comma-separated ids.
 
         Raises:

@@ -158,7 +158,7 @@ def compare_models(models: Sequence[str], cases: Sequence[tuple[str, Image, Segm
 def _values(rows: Sequence[dict[str, Any]], model: str, structure: str, metric: str,
             cases: Sequence[str]) -> list[float]:
     by_case = {r["case"]: r.get(metric) for r in rows if r["model"] == model and r["structure"] == structure}
-    return [float(by_case[c]) if by_case.get(c) is not None else float("nan") for c in cases]
+    return [float(v) if (v := by_case.get(c)) is not None else float("nan") for c in cases]
 
 
 def summarise(rows: Sequence[dict[str, Any]], models: Sequence[str], structures: Sequence[str]) -> dict[str, Any]:

@@ -108,11 +108,11 @@ class Image:
         """Volume of one voxel in mm^3."""
         return float(np.prod(self.spacing))
 
-    def index_to_physical(self, ijk: Sequence[float]) -> np.ndarray:
+    def index_to_physical(self, ijk: Sequence[float] | np.ndarray) -> np.ndarray:
         """LPS position (mm) of a continuous index (i, j, k) = (x, y, z) order."""
         return np.asarray(self.origin) + self.direction @ (np.asarray(self.spacing) * np.asarray(ijk, dtype=float))
 
-    def physical_to_index(self, xyz: Sequence[float]) -> np.ndarray:
+    def physical_to_index(self, xyz: Sequence[float] | np.ndarray) -> np.ndarray:
         """Continuous index (i, j, k) of an LPS point (mm)."""
         return np.linalg.solve(self.direction, np.asarray(xyz, dtype=float) - np.asarray(self.origin)) / np.asarray(
             self.spacing
@@ -203,6 +203,12 @@ def geometry_differences(a: Image, b: Image, tol: float = 1e-3) -> list[str]:
     return diffs
 
 
+def _xyz(v: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+    """Three numbers (x, y, z) as a float triple."""
+    x, y, z = (float(t) for t in v)
+    return (x, y, z)
+
+
 def _fmt(v: Sequence[float]) -> str:
     return "(" + ", ".join(f"{x:.3g}" for x in v) + ")"
 
@@ -221,12 +227,12 @@ def resample_to_spacing(image: Image, spacing: Sequence[float], *, label: bool =
         label: nearest-neighbour interpolation and integer output.
         default: value outside the input (default: the image minimum, or 0 for labels).
     """
-    spacing = np.asarray(spacing, dtype=float)
+    sp = np.asarray(spacing, dtype=float)
     old_sp = np.asarray(image.spacing)
     extent = np.asarray(image.size) * old_sp
-    new_size = np.maximum(1, np.round(extent / spacing).astype(int))
-    new_origin = image.index_to_physical(-0.5 + 0.5 * spacing / old_sp)
-    ref = Image(np.zeros(new_size[::-1], dtype=np.uint8), tuple(spacing), tuple(new_origin), image.direction)
+    new_size = np.maximum(1, np.round(extent / sp).astype(int))
+    new_origin = image.index_to_physical(-0.5 + 0.5 * sp / old_sp)
+    ref = Image(np.zeros(new_size[::-1], dtype=np.uint8), _xyz(sp), _xyz(new_origin), image.direction)
     return resample_to_reference(image, ref, label=label, default=default)
 
 

@@ -141,18 +141,18 @@ def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str,
     from monai.inferers import sliding_window_inference
 
     info: dict[str, Any] = {"warnings": []}
-    nn_style = bool(tiling) and tiling.get("style") == "nnunet"
-    if nn_style:
+    nn_tiling = tiling if tiling and tiling.get("style") == "nnunet" else None
+    if nn_tiling is not None:
         from .tiling import n_tiles
 
-        n_win = n_tiles(volume.shape, roi_size, float(tiling["step"]))
+        n_win = n_tiles(volume.shape, roi_size, float(nn_tiling["step"]))
     else:
         n_win = _n_windows(volume.shape, roi_size, overlap)
     dev, batch = device, sw_batch_size
     while True:
         try:
-            if nn_style:
-                logits = _sliding_nnunet(net, volume, roi_size, tiling, batch, dev, progress, cpu_bf16)
+            if nn_tiling is not None:
+                logits = _sliding_nnunet(net, volume, roi_size, nn_tiling, batch, dev, progress, cpu_bf16)
             else:
                 logits = _sliding(net, volume, roi_size, overlap, batch, dev, n_win, progress,
                                   sliding_window_inference)
@@ -224,7 +224,7 @@ def probabilities_to_masks(probs: torch.Tensor, card: Any, labels: Sequence[dict
     ``softmax+sigmoid`` the argmax is over the softmax group only (:func:`softmax_channels`). ``labels``: the
     card labels to decode (default all)."""
     masks: dict[str, np.ndarray] = {}
-    n_soft = softmax_channels(card) if card.output == "softmax+sigmoid" else (
+    n_soft = (softmax_channels(card) or 0) if card.output == "softmax+sigmoid" else (
         probs.shape[0] if card.output == "softmax" else 0)
     arg = torch.argmax(probs[:n_soft], dim=0).numpy() if n_soft else None
     for lab in (card.labels if labels is None else labels):

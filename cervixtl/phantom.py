@@ -84,11 +84,11 @@ def _ellipsoid(X: np.ndarray, Y: np.ndarray, Z: np.ndarray, c: Sequence[float], 
 def _tube(X: np.ndarray, Y: np.ndarray, Z: np.ndarray, p0: Sequence[float], p1: Sequence[float],
           radius: float) -> np.ndarray:
     """Capsule (cylinder with round ends) of ``radius`` mm between LPS points p0 and p1."""
-    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
-    d = p1 - p0
-    t = ((X - p0[0]) * d[0] + (Y - p0[1]) * d[1] + (Z - p0[2]) * d[2]) / float(d @ d)
+    a, b = np.asarray(p0, float), np.asarray(p1, float)
+    d = b - a
+    t = ((X - a[0]) * d[0] + (Y - a[1]) * d[1] + (Z - a[2]) * d[2]) / float(d @ d)
     t = np.clip(t, 0.0, 1.0)
-    return (X - p0[0] - t * d[0]) ** 2 + (Y - p0[1] - t * d[1]) ** 2 + (Z - p0[2] - t * d[2]) ** 2 <= radius ** 2
+    return (X - a[0] - t * d[0]) ** 2 + (Y - a[1] - t * d[1]) ** 2 + (Z - a[2] - t * d[2]) ** 2 <= radius ** 2
 
 
 def _grow(mask: np.ndarray, mm: float, spacing_zyx: Sequence[float]) -> np.ndarray:
@@ -114,7 +114,7 @@ def expand_directional(mask: np.ndarray, margin_mm: float | Sequence[float],
     direction is that direction's margin (octant by octant), i.e. a morphological dilation by an asymmetric
     ellipsoidal kernel. ``spacing`` is in mm, (x, y, z).
     """
-    m6 = [float(margin_mm)] * 6 if np.isscalar(margin_mm) else [float(v) for v in margin_mm]  # type: ignore[arg-type]
+    m6 = [float(margin_mm)] * 6 if isinstance(margin_mm, (int, float)) else [float(v) for v in margin_mm]
     if len(m6) != 6 or any(v < 0 for v in m6):
         raise BadInput(f"margin {margin_mm} must be one value or six values R,L,A,P,S,I >= 0 mm")
     if not mask.any() or max(m6) == 0:
@@ -179,7 +179,8 @@ def make_phantom(seed: int, site: str = "A", spacing: Sequence[float] | None = N
         raise BadInput(f"phantom field of view {fov} must be three sizes of at least 100 mm")
     rng = np.random.default_rng(seed)
     n = [max(8, int(round(f / s))) for f, s in zip(fov, sp)]  # x, y, z
-    origin = tuple(-(k - 1) * s / 2.0 for k, s in zip(n, sp))
+    ox, oy, oz = (-(k - 1) * s / 2.0 for k, s in zip(n, sp))
+    origin = (ox, oy, oz)
     x = origin[0] + sp[0] * np.arange(n[0])
     y = origin[1] + sp[1] * np.arange(n[1])
     z = origin[2] + sp[2] * np.arange(n[2])
@@ -270,7 +271,7 @@ def make_phantom(seed: int, site: str = "A", spacing: Sequence[float] | None = N
         ctv |= vagina & (Z >= cx_lo[2] - proto.vagina_mm)
     ctv &= body & ~bladder & ~rectum & ~bone
     ctv |= gtv
-    grid = Image(np.zeros(shape, dtype=np.uint8), sp, origin, np.eye(3), {"modality": "CT"})
+    grid = Image(np.zeros(shape, dtype=np.uint8), (sp[0], sp[1], sp[2]), origin, np.eye(3), {"modality": "CT"})
     ptv = _ptv(grid, ctv, np.asarray(body), proto.ptv_margin_mm)
 
     # ---------------------------------------------------------------- scanner
@@ -281,7 +282,7 @@ def make_phantom(seed: int, site: str = "A", spacing: Sequence[float] | None = N
         ct = ndimage.gaussian_filter(ct, sigma=[proto.blur_mm / s for s in sp_zyx])
     ct += rng.normal(0.0, proto.noise_hu, size=shape).astype(np.float32)
     ct = np.clip(np.round(ct), -1024, 3071).astype(np.int16)
-    image = Image(ct, sp, origin, np.eye(3), {"modality": "CT", "series_description": f"CervixTL phantom site {proto.name}"})
+    image = Image(ct, (sp[0], sp[1], sp[2]), origin, np.eye(3), {"modality": "CT", "series_description": f"CervixTL phantom site {proto.name}"})
 
     seg = Segmentation(grid)
     for name, m in (("GTV", gtv), ("CTV", ctv), ("PTV", ptv), ("Bladder", bladder), ("Rectum", rectum),

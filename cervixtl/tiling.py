@@ -112,12 +112,12 @@ def sliding_window_nnunet(net: Callable[[torch.Tensor], Any], volume: np.ndarray
                 out = out[0]
             out = out.float().cpu()
             for j, s in enumerate(group):
-                acc[(slice(None), *s)] += out[j] * weight
+                acc[(slice(None),) + tuple(s)] += out[j] * weight
                 norm[s] += weight
             if on_tile is not None:
                 on_tile(i + len(group), len(tiles))
     acc /= norm
-    return acc[(slice(None), *crop)]
+    return acc[(slice(None),) + tuple(crop)]
 
 
 def to_network_axes(volume: np.ndarray, axis_order: str) -> np.ndarray:

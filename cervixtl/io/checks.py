@@ -97,7 +97,7 @@ def _raw_blocks(p: Path) -> Iterator[bytes]:
 def _nifti_header(p: Path) -> bytes:
     opener = gzip.open if p.name.lower().endswith(".gz") else open
     try:
-        with opener(p, "rb") as fh:  # type: ignore[operator]
+        with opener(p, "rb") as fh:
             return fh.read(348)
     except (OSError, EOFError, zlib.error):
         return b""  # unreadable: the gzip check or the image reader reports it
@@ -119,7 +119,7 @@ def _nifti_float_layout(p: Path) -> tuple[int, int, np.dtype] | None:
         return None
     offset = int(struct.unpack(endian + "f", hdr[108:112])[0])  # vox_offset: 352 in a single-file .nii
     n = int(np.prod([max(1, d) for d in dims[1: dims[0] + 1]]))
-    return max(offset, 352), n, _NIFTI_FLOATS[dtype_code].newbyteorder(endian)
+    return max(offset, 352), n, _NIFTI_FLOATS[dtype_code].newbyteorder("<" if endian == "<" else ">")
 
 
 def _count_nonfinite(blocks: Iterator[bytes], offset: int, n: int, dtype: np.dtype) -> int:

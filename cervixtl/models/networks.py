@@ -53,7 +53,7 @@ def build_from_params(arch_name: str, params: dict[str, Any]) -> torch.nn.Module
     cls = classes.get(arch_name)
     if cls is None:
         raise ModelError(f"architecture {arch_name!r} is not one of {', '.join(classes)}")
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    accepted = set(inspect.signature(cls).parameters) - {"self"}
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ModelError(f"{arch_name} does not take argument(s) {', '.join(unknown)}")

@@ -123,7 +123,7 @@ def alias_map(net: torch.nn.Module) -> dict[str, str]:
 
 def _install_alias_hooks(net: torch.nn.Module) -> None:
     aliases = alias_map(net)
-    net._cervixtl_aliases = aliases  # type: ignore[attr-defined]
+    net.__dict__["_cervixtl_aliases"] = aliases  # a plain attribute (not a parameter, buffer or sub-module)
 
     def drop_aliases(module: torch.nn.Module, state: dict, prefix: str, local_metadata: Any) -> None:
         for key in aliases:

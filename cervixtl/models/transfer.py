@@ -123,7 +123,7 @@ def load_matching_weights(net: torch.nn.Module, state_dict: Mapping[str, torch.T
     fresh = net.state_dict()
     for okey, tensor in rows.items():
         t = fresh[okey].clone()
-        for new_c, src_c in channel_map.items():  # rows is empty without a channel map
+        for new_c, src_c in (channel_map or {}).items():  # rows is empty without a channel map
             if 0 <= new_c < t.shape[0] and 0 <= src_c < tensor.shape[0]:
                 t[new_c] = tensor[src_c].to(dtype=t.dtype)
         new_state[okey] = t

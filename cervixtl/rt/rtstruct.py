@@ -22,7 +22,7 @@ import datetime as _dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from ..atomic import atomic_path
 from ..image import Image, ijk_to_lps_matrix
 from ..segmentation import Segmentation
 from .contours import fill_polygons, mask_outlines
+
+if TYPE_CHECKING:
+    from pydicom.uid import UID
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
@@ -456,10 +459,10 @@ def segment_contours(mask: np.ndarray, grid: Image, min_area_mm2: float = 0.0,
     return out
 
 
-def _new_uid() -> str:
+def _new_uid() -> UID:
     from pydicom.uid import generate_uid
 
-    return str(generate_uid())
+    return generate_uid()
 
 
 def _dicom_color(c: Sequence[float]) -> list[int]:
@@ -488,7 +491,7 @@ def build_rtstruct(cts: CTSeries, seg: Segmentation, *, label: str = "CervixTL",
     """
     from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
     from pydicom.sequence import Sequence as DSeq
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
     cts.image.require_same_geometry(seg.grid, "segmentation")
     segments = seg.segments if names is None else [seg[n] for n in names]
@@ -498,12 +501,12 @@ def build_rtstruct(cts: CTSeries, seg: Segmentation, *, label: str = "CervixTL",
 
     now = _dt.datetime.now()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
+    meta.MediaStorageSOPClassUID = UID(RTSTRUCT_SOP_CLASS)
     sop_uid = _new_uid()
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)  # type: ignore[arg-type]  # in memory: no file yet
     h = cts.header
     ds.SpecificCharacterSet = str(getattr(h, "SpecificCharacterSet", "ISO_IR 100") or "ISO_IR 100")
     ds.SOPClassUID = RTSTRUCT_SOP_CLASS

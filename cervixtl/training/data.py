@@ -88,13 +88,13 @@ def sample_patch(case: PreparedCase, patch: Sequence[int], rng: np.random.Genera
     unknown = [c for c in range(lab.shape[0]) if (case.labels[c] == UNKNOWN).all()]
     lab[unknown] = UNKNOWN
     shape = img.shape
-    centre = None
+    centre: tuple[int, ...] | None = None
     if rng.random() < pos_fraction:
         present = [c for c in range(lab.shape[0]) if c not in unknown and (lab[c] == 1).any()]
         if present:
             c = present[int(rng.integers(len(present)))]
             idx = np.flatnonzero(lab[c] == 1)
-            centre = np.unravel_index(int(idx[rng.integers(len(idx))]), shape)
+            centre = tuple(int(v) for v in np.unravel_index(int(idx[rng.integers(len(idx))]), shape))
     if centre is None:
         centre = tuple(int(rng.integers(s)) for s in shape)
     start = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, patch, shape)]

@@ -112,7 +112,8 @@ def make_optimizer(net: torch.nn.Module, config: TrainConfig,
     """AdamW with two parameter groups: ``head`` (freshly initialised tensors; all of them when
     ``new_parameters`` is None) and ``body`` (loaded from a source: learning rate x ``backbone_lr_scale``)."""
     new = set(new_parameters) if new_parameters is not None else None
-    head, body = [], []
+    head: list[torch.nn.Parameter] = []
+    body: list[torch.nn.Parameter] = []
     for n, p in net.named_parameters():
         if p.requires_grad:
             (head if new is None or n in new else body).append(p)

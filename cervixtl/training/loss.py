@@ -46,7 +46,8 @@ class OutputGroups:
 def output_groups(card: Any) -> OutputGroups:
     """The :class:`OutputGroups` of a card (labels sorted by channel; ``card.label_names`` order)."""
     labs = sorted(card.labels, key=lambda d: int(d["channel"]))
-    soft, sig = [], []
+    soft: list[Any] = []
+    sig: list[Any] = []
     for i, lab in enumerate(labs):
         act = lab.get("activation") or ("softmax" if card.output == "softmax" else "sigmoid")
         if card.output == "sigmoid":

@@ -139,7 +139,8 @@ def read_bundle(folder: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(channel_def, Mapping):
         raise ModelError(f"{root}: metadata.json has no network_data_format.outputs.pred.channel_def")
     labels = sorted((int(k), str(v)) for k, v in channel_def.items() if int(k) != 0)
-    model_name = safe_value(parser, "modelname") if "modelname" in parser.config else "model.pt"
+    config: Any = parser.config or {}
+    model_name = safe_value(parser, "modelname") if "modelname" in config else "model.pt"
     return {
         "architecture": arch, "params": net_def, "weights": root / "models" / Path(str(model_name)).name,
         "labels": labels, "name": str(meta.get("name") or root.name), "version": str(meta.get("version", "")),
