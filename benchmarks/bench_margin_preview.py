@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     import mrml_harness
+
     from CervixTLLib import nodes
     from CervixTLLib.margins_preview import MarginPreview, compute_targets
 

@@ -26,8 +26,9 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GL
 import argparse  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -89,7 +90,7 @@ class Scene:
 
     def directional_error(self, result: np.ndarray, margins: tuple[float, ...], n_dirs: int = 2000) -> dict[str, float]:
         """Disagreement with the sphere grown by the piecewise ellipsoid (signed distance by support function)."""
-        R, L, A, P, S, I = margins
+        R, L, A, P, S, I = margins  # noqa: E741 - the patient directions
         sd = self.dist - (self.r + min(margins))  # inside the inner ball: certainly inside
         sd = np.where(self.dist > self.r + max(margins), self.dist - (self.r + max(margins)), sd)
         shell = (self.dist > self.r + min(margins) - 3.0) & (self.dist <= self.r + max(margins) + 3.0)

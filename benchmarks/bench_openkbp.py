@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"OpenKBP data not found at {data}; see ../shared/data/README.md", file=sys.stderr)
         return 2
 
-    from cervixtl.compare import compare_models, format_table, write_outputs
     from cervixtl.atomic import write_json_atomic
+    from cervixtl.compare import compare_models, format_table, write_outputs
     from cervixtl.metrics import json_safe
     from cervixtl.models.registry import Registry
 

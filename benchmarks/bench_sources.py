@@ -39,10 +39,10 @@ DS = {3.0: "Dataset297_TotalSegmentator_total_3mm_1559subj", 1.5: "Dataset291_To
 def make_inputs(work: Path, quick: bool, spacing: float) -> tuple[Path, Path]:
     """(TOTALSEG_HOME_DIR with the random-weight model, CT file at the model spacing in canonical RAS)."""
     import SimpleITK as sitk
-    from nnunet_fixtures import make_totalseg_model, plans_old_format, total_v2_labels
 
     from cervixtl.image import reorient, resample_to_spacing
     from cervixtl.io import read_ct, write_image
+    from nnunet_fixtures import make_totalseg_model, plans_old_format, total_v2_labels
     from shared_data import DATA
 
     home = work / "tshome"
@@ -73,10 +73,10 @@ def worker(kind: str, home: Path, ct_file: Path, out: Path, threads: int) -> Non
     os.environ["TOTALSEG_HOME_DIR"] = str(home)
     t = time.perf_counter()
     if kind == "nnunet":
-        import test_sources_nnunet as tsn
         from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+        import test_sources_nnunet as tsn
         from cervixtl.models.sources.totalseg import find_task
 
         folder = find_task(next(d.name[7:10] for d in (home / "nnunet" / "results").iterdir()))

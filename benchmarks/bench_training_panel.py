@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import mrml_harness
     import torch
+
     from cervixtl import phantom
     from cervixtl.cases import CaseLibrary
     from cervixtl.models.networks import build_network, segresnet_card
     from cervixtl.models.package import save_package
     from cervixtl.models.registry import Registry
-
     from CervixTLTrainingLib import estimates
     from CervixTLTrainingLib.engine import run_engine
     from CervixTLTrainingLib.logic import FinetuneRequest, TrainingLogic

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadInput, CervixTLError
 from .atomic import atomic_dir, sweep_stale, temp_prefix
+from .errors import BadInput, CervixTLError
 from .image import Image
 from .segmentation import Segment, Segmentation
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import sweep_stale, write_json_atomic
-from .cases import CT_FILE, FINAL_FILE, INFO_FILE, PROPOSAL_FILE, CaseLibrary, _ID_RE, case_record
+from .cases import _ID_RE, CT_FILE, FINAL_FILE, INFO_FILE, PROPOSAL_FILE, CaseLibrary, case_record
 from .errors import CervixTLError
 
 __all__ = ["check_library", "DAMAGED_DIR"]

@@ -19,13 +19,14 @@ import io
 import itertools
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .errors import BadInput
 from .atomic import atomic_path, write_json_atomic, write_text_atomic
+from .errors import BadInput
 from .image import Image
 from .progress import NULL_PROGRESS, Progress
 from .segmentation import Segmentation
@@ -136,7 +137,7 @@ def compare_models(models: Sequence[str], cases: Sequence[tuple[str, Image, Segm
     rows: list[dict[str, Any]] = []
     total = len(loaded) * len(cases)
     k = 0
-    for spec, card, net in loaded:
+    for _spec, card, net in loaded:
         label = card.spec
         for cid, ct, truth in cases:
             progress("compare", k / total, f"{label} on {cid}")

@@ -15,8 +15,9 @@ Conventions (the same as DICOM and ITK/SimpleITK):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -64,7 +65,7 @@ class Image:
 
     # ------------------------------------------------------------------ construction / conversion
     @classmethod
-    def from_sitk(cls, img: sitk.Image, meta: dict[str, Any] | None = None) -> "Image":
+    def from_sitk(cls, img: sitk.Image, meta: dict[str, Any] | None = None) -> Image:
         """Wrap a 3D SimpleITK image (its array becomes (z, y, x))."""
         if img.GetDimension() != 3:
             raise BadInput(f"expected a 3D image, got {img.GetDimension()}D")
@@ -89,7 +90,7 @@ class Image:
         img.SetDirection(tuple(self.direction.ravel()))
         return img
 
-    def with_array(self, array: np.ndarray, **meta: Any) -> "Image":
+    def with_array(self, array: np.ndarray, **meta: Any) -> Image:
         """A new image on the same grid with other voxel values (shape must match)."""
         array = np.asarray(array)
         if array.shape != self.array.shape:
@@ -140,12 +141,12 @@ class Image:
             out.append("LPS"[m] if v[m] > 0 else "RAI"[m])
         return out
 
-    def same_geometry(self, other: "Image", tol: float = 1e-3) -> bool:
+    def same_geometry(self, other: Image, tol: float = 1e-3) -> bool:
         """True when ``other`` has the same size and (within ``tol`` mm / direction cosine) spacing, origin and
         direction."""
         return not geometry_differences(self, other, tol)
 
-    def require_same_geometry(self, other: "Image", what: str = "mask", tol: float = 1e-3,
+    def require_same_geometry(self, other: Image, what: str = "mask", tol: float = 1e-3,
                               against: str = "the CT grid") -> None:
         """Raise :class:`GeometryMismatch` naming every difference between this grid and ``other``'s
         (``against`` names this grid in the message)."""

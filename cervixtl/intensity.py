@@ -18,7 +18,8 @@ Arrays are any shape (usually (z, y, x)); values are HU; outputs are float32.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -20,8 +20,8 @@ Returned image: int16 HU, ``array`` (z, y, x), identity direction (LPS).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -119,8 +119,8 @@ def expand_directional(mask: np.ndarray, margin_mm: float | Sequence[float],
         raise BadInput(f"margin {margin_mm} must be one value or six values R,L,A,P,S,I >= 0 mm")
     if not mask.any() or max(m6) == 0:
         return mask.copy()
-    r, l, a, p, s, i = m6
-    half = [int(np.floor(max(lo, hi) / d + 1e-6)) for (lo, hi), d in zip(((i, s), (a, p), (r, l)),
+    r, left, a, p, s, i = m6
+    half = [int(np.floor(max(lo, hi) / d + 1e-6)) for (lo, hi), d in zip(((i, s), (a, p), (r, left)),
                                                                          (spacing[2], spacing[1], spacing[0]))]
     kz, ky, kx = (np.arange(-h, h + 1) for h in half)
     dz = kz[:, None, None] * spacing[2]
@@ -132,7 +132,7 @@ def expand_directional(mask: np.ndarray, margin_mm: float | Sequence[float],
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(d == 0, 0.0, np.where(lim > 0, (d / np.where(lim > 0, lim, 1.0)) ** 2, np.inf))
 
-    kernel = term(dx, r, l) + term(dy, a, p) + term(dz, i, s) <= 1.0 + 1e-9
+    kernel = term(dx, r, left) + term(dy, a, p) + term(dz, i, s) <= 1.0 + 1e-9
     idx = np.nonzero(mask)
     lo = [max(0, int(v.min()) - h) for v, h in zip(idx, half)]
     hi = [min(n, int(v.max()) + h + 1) for v, h, n in zip(idx, half, mask.shape)]
@@ -234,7 +234,7 @@ def make_phantom(seed: int, site: str = "A", spacing: Sequence[float] | None = N
     rec_lo, rec_hi = (rx, u(45, 52), -85.0), (rx + u(-8, 8), u(40, 50), u(15, 30))
     rr = u(13, 18)
     rectum = _tube(X, Y, Z, rec_lo, rec_hi, rr)
-    gas = _tube(X, Y, Z, rec_lo, rec_hi, rr * u(0.3, 0.6)) & (Z > u(-70, -20))
+    gas = _tube(X, Y, Z, rec_lo, rec_hi, rr * u(0.3, 0.6)) & (u(-70, -20) < Z)
     ux, tilt = u(-8, 8), u(10, 25)
     cx_lo = (ux * 0.3, u(5, 12), u(-50, -45))
     cx_hi = (ux * 0.5, u(0, 6), u(-15, -10))
@@ -266,9 +266,9 @@ def make_phantom(seed: int, site: str = "A", spacing: Sequence[float] | None = N
     if proto.whole_uterus:
         ctv |= uterus
     else:
-        ctv |= uterus & (Z < ut_c[2])
+        ctv |= uterus & (ut_c[2] > Z)
     if proto.vagina_mm > 0:
-        ctv |= vagina & (Z >= cx_lo[2] - proto.vagina_mm)
+        ctv |= vagina & (cx_lo[2] - proto.vagina_mm <= Z)
     ctv &= body & ~bladder & ~rectum & ~bone
     ctv |= gtv
     grid = Image(np.zeros(shape, dtype=np.uint8), (sp[0], sp[1], sp[2]), origin, np.eye(3), {"modality": "CT"})

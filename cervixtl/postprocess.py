@@ -16,7 +16,7 @@ Rules applied after the network (on any grid; arrays are (z, y, x) booleans):
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from scipy import ndimage

@@ -28,6 +28,7 @@ scripted modules).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import queue
@@ -177,10 +178,8 @@ def kill_tree(pid: int, *, force: bool = False, known: Sequence[int] = ()) -> No
     or ``taskkill /T`` without it. Processes already gone are skipped."""
     pids = [pid, *descendants(pid), *known]
     if os.name == "posix":
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
             os.killpg(pid, signal.SIGKILL if force else signal.SIGTERM)
-        except (ProcessLookupError, PermissionError, OSError):
-            pass
     ps = _psutil()
     if ps is None:
         if os.name == "nt":

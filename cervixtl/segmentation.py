@@ -10,8 +10,9 @@ Masks are indexed (z, y, x) like :attr:`Image.array`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,7 @@ class Segmentation:
     @classmethod
     def from_labelmap(cls, labelmap: Image, names: Mapping[int, str] | None = None,
                       colors: Mapping[int, tuple[float, float, float]] | None = None,
-                      keep_empty: bool = False) -> "Segmentation":
+                      keep_empty: bool = False) -> Segmentation:
         """Split a multi-label map into segments (one per non-zero label value).
 
         Args:
@@ -135,7 +136,7 @@ class Segmentation:
         present = [int(v) for v in np.unique(arr) if v != 0]
         values = sorted(set(present) | (set(names) if (names and keep_empty) else set()))
         seg = cls(grid)
-        for i, v in enumerate(values):
+        for v in values:
             name = (names or {}).get(v, f"Label_{v}")
             s = seg.set(name, arr == v, color=(colors or {}).get(v))
             s.label = v

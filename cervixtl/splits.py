@@ -7,7 +7,7 @@ cases the new model never trained on, so that the comparison after a run uses ex
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

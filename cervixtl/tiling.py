@@ -14,8 +14,9 @@ Arrays are in the network's axis order (``card.axis_order``); sizes in voxels.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch

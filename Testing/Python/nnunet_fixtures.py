@@ -13,8 +13,9 @@ numpy-valued training log, ``init_args``, ``trainer_name``, mirroring axes).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

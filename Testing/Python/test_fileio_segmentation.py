@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from cervixtl.errors import BadInput, GeometryMismatch
 from cervixtl.atomic import atomic_path, write_json_atomic
+from cervixtl.errors import BadInput, GeometryMismatch
 from cervixtl.image import Image
 from cervixtl.io import read_segmentation, write_segmentation
 from cervixtl.segmentation import Segmentation
@@ -23,10 +23,9 @@ def _grid(shape=(6, 8, 10), spacing=(0.8, 0.9, 2.5)) -> Image:
 def test_atomic_path_keeps_old_file_on_failure(tmp_path):
     dest = tmp_path / "out.json"
     dest.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(dest) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
     assert dest.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"], "temporary file left behind"
 
@@ -51,21 +50,24 @@ def test_full_disk_is_reported_and_leaves_nothing(tmp_path):
     if not os.path.exists("/dev/full"):
         pytest.skip("/dev/full not available")
     # Writing into /dev/full raises ENOSPC: emulate a full disk by writing through it.
-    with pytest.raises(BadInput, match="disk full"):
-        with atomic_path(tmp_path / "x.bin") as tmp:
-            with open("/dev/full", "w") as fh:
-                fh.write("x" * 10)
-                fh.flush()
+    with pytest.raises(BadInput, match="disk full"), atomic_path(tmp_path / "x.bin"), open("/dev/full", "w") as fh:
+        fh.write("x" * 10)
+        fh.flush()
     assert list(tmp_path.iterdir()) == []
 
 
 def test_labelmap_roundtrip_keeps_names_and_nested_targets(tmp_path):
     g = _grid()
     seg = Segmentation(g)
-    ptv = np.zeros(g.array.shape, bool); ptv[1:5, 1:7, 1:9] = True
-    ctv = np.zeros_like(ptv); ctv[2:4, 2:6, 2:8] = True
-    gtv = np.zeros_like(ptv); gtv[2:3, 3:5, 3:6] = True
-    seg.set("PTV", ptv); seg.set("CTV", ctv); seg.set("GTV", gtv)
+    ptv = np.zeros(g.array.shape, bool)
+    ptv[1:5, 1:7, 1:9] = True
+    ctv = np.zeros_like(ptv)
+    ctv[2:4, 2:6, 2:8] = True
+    gtv = np.zeros_like(ptv)
+    gtv[2:3, 3:5, 3:6] = True
+    seg.set("PTV", ptv)
+    seg.set("CTV", ctv)
+    seg.set("GTV", gtv)
     assert seg.overlapping()
 
     write_segmentation(seg, tmp_path / "s.seg.nrrd")

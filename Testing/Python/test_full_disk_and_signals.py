@@ -158,7 +158,6 @@ def test_torch_save_on_a_full_disk_is_a_disk_full_error(tiny_disk):
 
     from cervixtl.atomic import atomic_path
 
-    with pytest.raises(BadInput, match="disk full"):
-        with atomic_path(tiny_disk / "ckpt.pt") as tmp:
-            torch.save({"w": torch.zeros(1 << 19)}, tmp)  # 2 MB on a 1 MB disk
+    with pytest.raises(BadInput, match="disk full"), atomic_path(tiny_disk / "ckpt.pt") as tmp:
+        torch.save({"w": torch.zeros(1 << 19)}, tmp)  # 2 MB on a 1 MB disk
     assert list(tiny_disk.iterdir()) == []

@@ -192,11 +192,11 @@ def test_anisotropic_ptv_margin_per_patient_direction():
         return pts.min(0), pts.max(0)
 
     (clo, chi), (plo, phi) = extent(seg.mask("CTV")), extent(seg.mask("PTV"))
-    r, l, a, p, s, i = margins
+    r, lm, a, p, s, i = margins
     got = np.array([clo[0] - plo[0], phi[0] - chi[0], clo[1] - plo[1], phi[1] - chi[1], phi[2] - chi[2],
                     clo[2] - plo[2]])
     tol = np.array([1.0, 1.0, 1.0, 1.0, 2.0, 2.0])  # one voxel
-    assert np.all(np.abs(got - np.array([r, l, a, p, s, i])) <= tol), got
+    assert np.all(np.abs(got - np.array([r, lm, a, p, s, i])) <= tol), got
 
 
 def test_bundled_demo_model_on_a_new_phantom():

@@ -15,8 +15,16 @@ import pytest
 
 from cervixtl.errors import BadInput, GeometryMismatch
 from cervixtl.image import Image, reorient, resample_to_reference, resample_to_spacing
-from cervixtl.io import (read_ct, read_dicom_series, read_image, read_mask, read_segmentation, stem,
-                         write_image, write_segmentation)
+from cervixtl.io import (
+    read_ct,
+    read_dicom_series,
+    read_image,
+    read_mask,
+    read_segmentation,
+    stem,
+    write_image,
+    write_segmentation,
+)
 from cervixtl.segmentation import Segmentation
 from shared_data import DATA, need
 

@@ -7,8 +7,7 @@ import pytest
 
 from cervixtl.errors import BadInput, GeometryMismatch
 from cervixtl.image import Image
-from cervixtl.margins import (ctv_from_gtv, expand, normalize_margin, prv, ptv_from_ctv, shrink, subtract,
-                              union)
+from cervixtl.margins import ctv_from_gtv, expand, normalize_margin, prv, ptv_from_ctv, shrink, subtract, union
 
 ANISO = (0.98, 0.98, 3.0)  # (x, y, z) mm
 

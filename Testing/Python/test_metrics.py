@@ -150,8 +150,7 @@ def test_real_bladder_shifted_by_one_voxel():
 
 def test_real_labels_agree_with_monai():
     torch = pytest.importorskip("torch")
-    from monai.metrics import (compute_average_surface_distance, compute_hausdorff_distance,
-                               compute_surface_dice)
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
 
     bl = _bladder()
     from scipy import ndimage

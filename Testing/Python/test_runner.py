@@ -20,8 +20,16 @@ from pathlib import Path
 import pytest
 
 from cervixtl import runner
-from cervixtl.runner import (EngineError, EngineProcess, engine_command, engine_env, engine_python, error_line,
-                             parse_progress_line, run_engine)
+from cervixtl.runner import (
+    EngineError,
+    EngineProcess,
+    engine_command,
+    engine_env,
+    engine_python,
+    error_line,
+    parse_progress_line,
+    run_engine,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 posix_only = pytest.mark.skipif(os.name != "posix", reason="stand-in interpreters are POSIX scripts")
@@ -192,7 +200,6 @@ def test_output_streams_are_sorted_and_the_describe_hook_words_errors(tmp_path: 
         print("cervixtl: error: it went wrong", file=sys.stderr)
         sys.exit(2)
     """)
-    seen: list[tuple] = []
     work = tmp_path / "work"
     work.mkdir()
     proc = EngineProcess(["compare", "--json"], env={"X_EXTRA": "1"}, cwd=work,

@@ -98,8 +98,16 @@ def test_bundle_card(bundle, tmp_path):
 @pytest.mark.slow
 def test_fidelity_with_the_bundles_own_monai_inference(bundle, tmp_path):
     from monai.inferers import SlidingWindowInferer
-    from monai.transforms import (Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, NormalizeIntensityd,
-                                  Orientationd, ScaleIntensityd, Spacingd)
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        EnsureTyped,
+        LoadImaged,
+        NormalizeIntensityd,
+        Orientationd,
+        ScaleIntensityd,
+        Spacingd,
+    )
 
     from cervixtl.image import reorient
     from cervixtl.inference import predict_labels

@@ -62,7 +62,6 @@ def test_sources_lists_totalsegmentator_models_with_classes(ts_env):
 
 def test_checkpoint_needing_other_globals_is_refused(tmp_path):
     from cervixtl.models.sources.nnunet import read_checkpoint
-
     from nnunet_fixtures import NotAllowed
 
     torch.save({"network_weights": {}, "x": NotAllowed()}, tmp_path / "c.pth")
@@ -236,15 +235,13 @@ def test_catalogue_source_download_records_trust_on_first_use(tmp_path):
     """A TotalSegmentator-style zip served on 127.0.0.1: downloaded, unpacked, converted; no publisher hash,
     so the card records the SHA-256 of the first download and says 'trust on first use'."""
     import hashlib
+    import http.server
     import shutil
-
-    from test_catalogue_download import _RangeHandler
+    import threading
 
     from cervixtl.models.card import ModelCard
     from cervixtl.models.sources.catalogue import import_catalogue_source
-
-    import http.server
-    import threading
+    from test_catalogue_download import _RangeHandler
 
     labels = {"background": 0, "urinary_bladder": 1, "colon": 2}
     ds = "Dataset291_TotalSegmentator_part1_organs_1559subj"

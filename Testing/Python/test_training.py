@@ -14,8 +14,18 @@ from cervixtl.errors import BadInput, Cancelled
 from cervixtl.models.registry import Registry
 from cervixtl.phantom import make_phantom
 from cervixtl.progress import Progress
-from cervixtl.training import (PreparedCase, TrainConfig, augment, default_card, finetune, lr_swap_pairs,
-                               prepare_case, sample_patch, split_cases, train)
+from cervixtl.training import (
+    PreparedCase,
+    TrainConfig,
+    augment,
+    default_card,
+    finetune,
+    lr_swap_pairs,
+    prepare_case,
+    sample_patch,
+    split_cases,
+    train,
+)
 
 torch.set_num_threads(2)
 
@@ -44,7 +54,7 @@ def test_prepare_case_keeps_volumes(cases):
     card = tiny_card()
     _, ct, seg = cases[0]
     pc = prepare_case(ct, seg, card, "p0")
-    assert pc.image.dtype == np.float32 and 0.0 <= pc.image.min() and pc.image.max() <= 1.0  # window card
+    assert pc.image.dtype == np.float32 and pc.image.min() >= 0.0 and pc.image.max() <= 1.0  # window card
     assert pc.labels.shape[0] == 5 and pc.missing == []
     for c, name in enumerate(card.label_names):
         vol_model = pc.labels[c].sum() * 8.0 ** 3 / 1000
@@ -210,7 +220,7 @@ def test_cli_finetune_from_case_library(tmp_path, cases):
     from cervixtl.cases import CaseLibrary
 
     lib = CaseLibrary(tmp_path / "cases")
-    for cid, ct, seg in cases[:2]:
+    for _cid, ct, seg in cases[:2]:
         lib.add(ct, seg, site="A")
     from cervixtl.models.networks import build_network
     from cervixtl.models.package import save_package

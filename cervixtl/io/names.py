@@ -10,8 +10,8 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 __all__ = ["IMAGE_SUFFIXES", "first_line", "format_name", "is_dicom_file", "is_seg_nrrd", "sidecar_path", "stem"]
 

@@ -13,9 +13,10 @@ import datetime as _dt
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import ModelError
 from ..intensity import check_spec, spec_from_input
@@ -195,7 +196,7 @@ class ModelCard:
 
     # ------------------------------------------------------------------ (de)serialisation
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
         """Build a card from its JSON dict; unknown keys are ignored, missing required keys raise ModelError."""
         if not isinstance(data, dict):
             raise ModelError("model card is not a JSON object")
@@ -217,7 +218,7 @@ class ModelCard:
         return {"schema": schema, **d}
 
     @classmethod
-    def read(cls, path: str | os.PathLike) -> "ModelCard":
+    def read(cls, path: str | os.PathLike) -> ModelCard:
         """Read ``model.json`` (or the ``model.json`` inside a package folder)."""
         p = Path(path)
         if p.is_dir():

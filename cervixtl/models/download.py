@@ -17,8 +17,9 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..atomic import atomic_path
 from ..errors import BadInput, ModelError
@@ -204,11 +205,10 @@ def is_package_archive(path: str | os.PathLike) -> bool:
 def make_archive(package_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Write package folder ``package_dir`` as a ``.zip`` archive at ``dest`` (atomically)."""
     src, dest = Path(package_dir), Path(dest)
-    with atomic_path(dest) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for f in sorted(src.iterdir()):
-                if f.is_file():
-                    zf.write(f, arcname=f"{src.name}/{f.name}")
+    with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(src.iterdir()):
+            if f.is_file():
+                zf.write(f, arcname=f"{src.name}/{f.name}")
     return dest
 
 

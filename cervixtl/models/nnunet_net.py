@@ -15,7 +15,8 @@ heads (``decoder.seg_layers.0 .. n-2``) still exist as parameters, as in nnU-Net
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -16,6 +16,7 @@ used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -323,10 +324,8 @@ class Registry:
         left = self.versions(name)
         if not left:
             (self.root / name / ACTIVE_FILE).unlink(missing_ok=True)
-            try:
+            with contextlib.suppress(OSError):  # another version or file still there
                 (self.root / name).rmdir()
-            except OSError:
-                pass
             return
         active = st["active"] if st["active"] in left else ([v for v in hist if v in left] or left)[-1]
         self._write_state(name, {"active": active, "history": hist})
@@ -346,7 +345,7 @@ class _Held:
     def __init__(self, lock: Any, root: Path) -> None:
         self.lock, self.root = lock, root
 
-    def __enter__(self) -> "_Held":
+    def __enter__(self) -> _Held:
         from filelock import Timeout
 
         try:

@@ -19,7 +19,7 @@ coordinates ``(i, j)`` (column, row), so the centre of voxel ``[j, i]`` is the p
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

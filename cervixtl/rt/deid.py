@@ -23,7 +23,8 @@ before it is stored (file paths and descriptions dropped, UIDs mapped).
 from __future__ import annotations
 
 import re
-from typing import Any, MutableMapping
+from collections.abc import MutableMapping
+from typing import Any
 
 #: Keywords of Basic Profile attributes that are not PN/DA/TM/DT/UI but identify the patient, the visit or
 #: the site. They are emptied when present (or removed, see :data:`REMOVE_KEYWORDS`).
@@ -152,9 +153,10 @@ def deidentify_dataset(ds: Any, uid_map: MutableMapping[str, str], *, pseudonym:
     Raises:
         BadInput: ``pseudonym`` is not a plain identifier.
     """
-    from ..errors import BadInput
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DSeq
+
+    from ..errors import BadInput
 
     if not PSEUDONYM_RE.match(pseudonym):
         raise BadInput(f"pseudonym {pseudonym!r} must be 1-64 letters, digits, '_' or '-'")
@@ -179,8 +181,8 @@ def deidentify_file(src: str, dest: str, uid_map: MutableMapping[str, str], *, p
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from ..errors import BadInput
     from ..atomic import atomic_path
+    from ..errors import BadInput
 
     try:
         ds = pydicom.dcmread(src)
@@ -207,9 +209,7 @@ def scrub_metadata(meta: dict[str, Any], uid_map: MutableMapping[str, str]) -> d
             continue
         if kl.endswith("uid") and isinstance(v, str):
             out[k] = _new_uid(v, uid_map) if v else v
-        elif isinstance(v, (int, float, bool)) or v is None:
-            out[k] = v
-        elif isinstance(v, str) and kl in ("modality", "source_format", "series_choice"):
+        elif isinstance(v, (int, float, bool)) or v is None or isinstance(v, str) and kl in ("modality", "source_format", "series_choice"):
             out[k] = v
     return out
 

@@ -20,19 +20,20 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import __version__, structures
-from .dicomfile import read_dataset
-from ..errors import BadInput
 from ..atomic import atomic_path
+from ..errors import BadInput
 from ..image import Image, ijk_to_lps_matrix
 from ..segmentation import Segmentation
 from .contours import fill_polygons, mask_outlines
+from .dicomfile import read_dataset
 
 if TYPE_CHECKING:
     from pydicom.uid import UID

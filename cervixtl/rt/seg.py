@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .. import __version__, structures
-from .dicomfile import read_dataset
-from ..errors import BadInput
 from ..atomic import atomic_path
+from ..errors import BadInput
 from ..image import Image, resample_to_reference
 from ..segmentation import Segmentation
+from .dicomfile import read_dataset
 
 #: Fallback coded concepts when a segment has no terminology: SCT "Anatomical Structure" / "Tissue"
 #: (DICOM PS3.16 CID 9580 / CID 7166).

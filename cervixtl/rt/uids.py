@@ -9,7 +9,8 @@ the exported file is then valid but cannot refer to the original images.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["is_valid_uid", "ensure_uids", "CT_IMAGE_STORAGE"]
 

@@ -16,7 +16,8 @@ Channels a case does not contour (-1 throughout) stay -1.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch

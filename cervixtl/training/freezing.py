@@ -15,7 +15,7 @@ last N in forward order). Normalisation layers whose parameters are all frozen a
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -10,7 +10,8 @@ is over foreground structures only (there is no background term).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

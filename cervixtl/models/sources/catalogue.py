@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ...errors import ModelError
 
@@ -67,8 +68,8 @@ def import_catalogue_source(entry: Mapping[str, Any], work: str | os.PathLike, d
         src = root / folder if folder and (root / folder).is_dir() else root
         spec_kind = "nnunet"
         if kind == "totalsegmentator-nnunet":
-            from .nnunet import import_nnunet
             from . import structure_map
+            from .nnunet import import_nnunet
 
             pkg, report = import_nnunet(src, dest_dir, name=name, version=version, orientation="RAS",
                                         source={"kind": "totalsegmentator", "catalogue": entry.get("name")},

@@ -22,8 +22,9 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ...errors import ModelError
 
@@ -79,7 +80,7 @@ def _resolve(parser: Any, raw: Any, key: str, depth: int) -> Any:
     def sub(text: str) -> str:
         import re
 
-        def repl(m: "re.Match[str]") -> str:
+        def repl(m: re.Match[str]) -> str:
             name = f"_ref{len(refs)}"
             refs[name] = safe_value(parser, m.group(1), depth + 1)
             return name
@@ -172,11 +173,11 @@ def import_bundle(path: str | os.PathLike, dest_dir: str | os.PathLike, *, name:
             if not inner:
                 raise ModelError(f"{p}: zip holds no configs/inference.json")
             return import_bundle(inner[0], dest_dir, name=name, version=version)
-    from . import structure_map
     from ..card import ModelCard
     from ..networks import build_from_params
     from ..package import save_package
     from ..transfer import normalise_names, read_checkpoint
+    from . import structure_map
     from .nnunet import _card_labels
 
     info = read_bundle(p)
