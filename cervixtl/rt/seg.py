@@ -87,7 +87,7 @@ def export_seg(ct_dir: str | os.PathLike, seg: Segmentation, out: str | os.PathL
     import pydicom
     from pydicom.sr.codedict import codes
 
-    from .rtstruct import read_ct_series
+    from .ct_series import read_ct_series
 
     algorithm_type = algorithm_type.upper()
     if algorithm_type not in ("SEMIAUTOMATIC", "AUTOMATIC", "MANUAL"):
