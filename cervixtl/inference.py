@@ -20,9 +20,7 @@ of the training patch (see :func:`window_settings`).
 
 from __future__ import annotations
 
-import math
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,8 +34,15 @@ from .image import Image, reorient, resample_to_reference, resample_to_spacing
 from .progress import NULL_PROGRESS, Progress
 from .proposals import has_targets, needs_site_model, source_structures, to_structures
 from .segmentation import Segment, Segmentation
+from .sliding_window import activate, predict_probabilities, probabilities_to_masks, softmax_channels, window_settings
 from .structures import TARGETS
-from .tiling import _sliding_nnunet, from_network_axes, to_network_axes
+from .tiling import from_network_axes, to_network_axes
+
+__all__ = [
+    "ContourResult", "LabelPrediction", "check_model_for_contouring", "resolve_device", "normalise",
+    "window_settings", "predict_probabilities", "activate", "softmax_channels", "probabilities_to_masks",
+    "mask_to_reference", "make_ptv", "prepare_input", "predict_labels", "build_targets", "run_contour",
+]
 
 
 @dataclass
@@ -95,145 +100,6 @@ def normalise(array: np.ndarray, window_hu: Sequence[float]) -> np.ndarray:
     return apply_intensity(array, window_spec(window_hu))
 
 
-def window_settings(card: Any, shape_zyx: Sequence[int], *, fast: bool, device: torch.device,
-                    overlap: float | None) -> dict[str, Any]:
-    """Sliding-window roi (z, y, x voxels), overlap and batch size for a volume of ``shape_zyx``.
-
-    Windows are always the card's training patch: with group/instance normalisation a network's output depends
-    on the window content, so larger windows than trained on can fail (seen with the demo model on a wide
-    field of view). Normal: overlap 0.25 (or given), batch 1 on CPU / 4 on GPU. Fast: overlap 0 (or given),
-    batch 4.
-    """
-    roi = list(card.patch_size)  # the training patch: group/instance norms make larger windows unsafe
-    tiling = dict((getattr(card, "input", None) or {}).get("tiling") or {})
-    if tiling.get("style") == "nnunet":  # the source's own tiling (cervixtl.tiling); overlap = 1 - step
-        step = float(tiling.get("step", 0.5)) if overlap is None else 1.0 - float(overlap)
-        if not 0.0 < step <= 1.0:
-            raise BadInput(f"overlap {overlap} must be in [0, 1)")
-        return {"roi_size": roi, "overlap": 1.0 - step, "sw_batch_size": 1,
-                "tiling": {"style": "nnunet", "step": step, "sigma_scale": float(tiling.get("sigma_scale", 0.125)),
-                           "out_channels": int(card.architecture["params"]["out_channels"])}}
-    ov = (0.0 if fast else 0.25) if overlap is None else float(overlap)
-    if not 0.0 <= ov < 1.0:
-        raise BadInput(f"overlap {ov} must be in [0, 1)")
-    batch = 4 if (fast or device.type == "cuda") else 1
-    return {"roi_size": roi, "overlap": ov, "sw_batch_size": batch}
-
-
-def _n_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
-    n = 1
-    for s, r in zip(shape, roi):
-        r = min(r, s) if s < r else r
-        step = max(1, int(r * (1 - overlap)))
-        n *= 1 if s <= r else int(math.ceil((s - r) / step)) + 1
-    return n
-
-
-def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str, *, roi_size: Sequence[int],
-                          overlap: float, sw_batch_size: int, device: torch.device,
-                          progress: Progress = NULL_PROGRESS, tiling: dict[str, Any] | None = None,
-                          cpu_bf16: bool = False, n_softmax: int | None = None
-                          ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Run the network over a normalised volume (in the network's axis order); returns (probabilities
-    [C, *volume.shape] float32 on CPU (:func:`activate`; ``n_softmax`` = :func:`softmax_channels` for
-    ``softmax+sigmoid``), run info: device used, batch size, warnings). ``tiling`` ``{"style": "nnunet",
-    "step", "sigma_scale"}`` tiles as nnU-Net does (:mod:`cervixtl.tiling`), else MONAI's sliding window with
-    ``overlap``. Falls back on CUDA OOM: halve the batch, then CPU."""
-    from monai.inferers import sliding_window_inference
-
-    info: dict[str, Any] = {"warnings": []}
-    nn_tiling = tiling if tiling and tiling.get("style") == "nnunet" else None
-    if nn_tiling is not None:
-        from .tiling import n_tiles
-
-        n_win = n_tiles(volume.shape, roi_size, float(nn_tiling["step"]))
-    else:
-        n_win = _n_windows(volume.shape, roi_size, overlap)
-    dev, batch = device, sw_batch_size
-    while True:
-        try:
-            if nn_tiling is not None:
-                logits = _sliding_nnunet(net, volume, roi_size, nn_tiling, batch, dev, progress, cpu_bf16)
-            else:
-                logits = _sliding(net, volume, roi_size, overlap, batch, dev, n_win, progress,
-                                  sliding_window_inference)
-            break
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            if batch > 1:
-                batch = max(1, batch // 2)
-                msg = f"CUDA out of memory: retrying with {batch} window(s) per batch"
-            elif dev.type == "cuda":
-                dev = torch.device("cpu")
-                msg = "CUDA out of memory: falling back to the CPU (slower)"
-            else:
-                raise
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
-            info["warnings"].append(msg)
-            progress("network", 0.0, msg, warning=msg)
-    info.update({"device": str(dev), "sw_batch_size": batch, "windows": n_win})
-    return activate(logits[0].float(), output, n_softmax).cpu(), info
-
-
-def activate(logits: torch.Tensor, output: str, n_softmax: int | None = None) -> torch.Tensor:
-    """Probabilities of [C, ...] logits: sigmoid, softmax over channels, or (``softmax+sigmoid``) softmax over
-    the first ``n_softmax`` channels (background and exclusive organs) and sigmoid on the rest."""
-    if output == "sigmoid":
-        return torch.sigmoid(logits)
-    if output == "softmax" or n_softmax is None or n_softmax >= logits.shape[0]:
-        return torch.softmax(logits, dim=0)
-    return torch.cat([torch.softmax(logits[:n_softmax], dim=0), torch.sigmoid(logits[n_softmax:])], dim=0)
-
-
-def softmax_channels(card: Any) -> int | None:
-    """Output channels of the softmax group of a ``softmax+sigmoid`` card (background included), else None."""
-    if card.output != "softmax+sigmoid":
-        return None
-    return 1 + max((int(lab["channel"]) for lab in card.labels if lab.get("activation") == "softmax"), default=0)
-
-
-def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overlap: float, batch: int,
-             dev: torch.device, n_win: int, progress: Progress, swi: Any) -> torch.Tensor:
-    net = net.to(dev).eval()
-    x = torch.from_numpy(np.ascontiguousarray(volume))[None, None].to(dev)  # whole volume on the GPU: no per-window copy
-    done = [0]
-    n_batches = max(1, math.ceil(n_win / batch))
-
-    def predictor(patch: torch.Tensor) -> torch.Tensor:
-        progress("network", done[0] / n_batches, f"window batch {done[0] + 1} of {n_batches}")
-        if dev.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            with torch.autocast("cuda", dtype=dtype):
-                out = net(patch)
-            out = out.float()
-        else:
-            out = net(patch)
-        done[0] += 1
-        return out
-
-    with torch.inference_mode():
-        out = swi(x, roi_size=list(roi), sw_batch_size=batch, predictor=predictor, overlap=overlap,
-                  mode="gaussian", padding_mode="replicate", sw_device=dev, device=dev)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    return torch.as_tensor(out).cpu()
-
-
-def probabilities_to_masks(probs: torch.Tensor, card: Any, labels: Sequence[dict[str, Any]] | None = None
-                           ) -> dict[str, np.ndarray]:
-    """Label masks (z, y, x) by name: sigmoid channels > 0.5, softmax argmax == channel; for
-    ``softmax+sigmoid`` the argmax is over the softmax group only (:func:`softmax_channels`). ``labels``: the
-    card labels to decode (default all)."""
-    masks: dict[str, np.ndarray] = {}
-    n_soft = (softmax_channels(card) or 0) if card.output == "softmax+sigmoid" else (
-        probs.shape[0] if card.output == "softmax" else 0)
-    arg = torch.argmax(probs[:n_soft], dim=0).numpy() if n_soft else None
-    for lab in (card.labels if labels is None else labels):
-        ch = int(lab["channel"])
-        masks[str(lab["name"])] = arg == ch if arg is not None and ch < n_soft else (probs[ch] > 0.5).numpy()
-    return masks
-
-
 def mask_to_reference(mask: Image, reference: Image) -> np.ndarray:
     """Boolean mask on ``reference``'s grid from a mask on another grid: linear interpolation of 0/1 then
     threshold 0.5 (smoother than nearest neighbour); only the mask's bounding box is resampled."""
@@ -247,7 +113,7 @@ def mask_to_reference(mask: Image, reference: Image) -> np.ndarray:
     lo = np.array([xs[0], ys[0], zs[0]], dtype=float) - 1.5
     hi = np.array([xs[-1], ys[-1], zs[-1]], dtype=float) + 1.5
     corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
-    ref_idx = np.array([reference.physical_to_index(mask.index_to_physical(c)) for c in corners])
+    ref_idx = np.array([reference.physical_to_index(tuple(mask.index_to_physical(c))) for c in corners])
     size = np.array(reference.size)
     i0 = np.clip(np.floor(ref_idx.min(axis=0)).astype(int), 0, size - 1)
     i1 = np.clip(np.ceil(ref_idx.max(axis=0)).astype(int), 0, size - 1)
@@ -295,6 +161,46 @@ def prepare_input(ct: Image, card: Any) -> tuple[np.ndarray, Image]:
     return vol, work.with_array(np.broadcast_to(np.uint8(0), work.array.shape))
 
 
+def _network_masks(net: torch.nn.Module, vol: np.ndarray, card: Any, ws: dict[str, Any], dev: torch.device,
+                   progress: Progress, *, cpu_bf16: bool, as_structures: bool
+                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Label masks (z, y, x, on the model grid) of the normalised (z, y, x) ``vol``, and the run info.
+
+    The volume goes to the network in the card's axis order and comes back as (z, y, x); with
+    ``as_structures`` only the labels a source model maps to CervixTL structures are decoded and merged.
+    """
+    order = getattr(card, "axis_order", "zyx")
+    probs, run = predict_probabilities(net, to_network_axes(vol, order), card.output, device=dev,
+                                       progress=progress, cpu_bf16=cpu_bf16, n_softmax=softmax_channels(card),
+                                       **ws)
+    probs = from_network_axes(probs, order)
+    if as_structures:
+        wanted = {n for names in source_structures(card).values() for n in names}
+        masks = to_structures(probabilities_to_masks(probs, card, [lab for lab in card.labels
+                                                                   if lab["name"] in wanted]), card)
+    else:
+        masks = probabilities_to_masks(probs, card)
+    return masks, run
+
+
+def _masks_to_ct(masks: dict[str, np.ndarray], work_grid: Image, ct: Image, progress: Progress, *,
+                 postprocess: bool) -> dict[str, np.ndarray]:
+    """Post-process (optional, on the model grid) and move each (z, y, x) mask onto the CT's exact grid.
+
+    ``masks`` is emptied as it goes (each model-grid mask is released once it is on the CT grid).
+    """
+    if postprocess:
+        progress("post-process", 0.0, "connected components, holes, nesting, sides")
+        from .postprocess import postprocess as _postprocess
+
+        masks = _postprocess(masks, orientation=work_grid.orientation_code())
+    out: dict[str, np.ndarray] = {}
+    for i, name in enumerate(list(masks)):
+        progress("post-process", 0.1 + 0.6 * i / max(1, len(masks)), f"{name} to the CT grid")
+        out[name] = mask_to_reference(work_grid.with_array(masks.pop(name)), ct)
+    return out
+
+
 def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | torch.device = "auto",
                    overlap: float | None = None, fast: bool = False, progress: Progress | None = None,
                    sw_batch_size: int | None = None, postprocess: bool = True,
@@ -330,31 +236,12 @@ def predict_labels(ct: Image, card: Any, net: torch.nn.Module, *, device: str | 
     if sw_batch_size:
         ws["sw_batch_size"] = int(sw_batch_size)
     progress("network", 0.0, f"sliding window {ws['roi_size']} on {dev}")
-    order = getattr(card, "axis_order", "zyx")
-    probs, run = predict_probabilities(net, to_network_axes(vol, order), card.output, device=dev,
-                                       progress=progress, cpu_bf16=cpu_bf16, n_softmax=softmax_channels(card),
-                                       **ws)
-    probs = from_network_axes(probs, order)
+    masks, run = _network_masks(net, vol, card, ws, dev, progress, cpu_bf16=cpu_bf16, as_structures=as_structures)
     del vol
-    if as_structures:
-        wanted = {n for names in source_structures(card).values() for n in names}
-        masks = to_structures(probabilities_to_masks(probs, card, [lab for lab in card.labels
-                                                                   if lab["name"] in wanted]), card)
-    else:
-        masks = probabilities_to_masks(probs, card)
-    del probs
     timing["network_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    if postprocess:
-        progress("post-process", 0.0, "connected components, holes, nesting, sides")
-        from .postprocess import postprocess as _postprocess
-
-        masks = _postprocess(masks, orientation=work_grid.orientation_code())
-    out: dict[str, np.ndarray] = {}
-    for i, name in enumerate(list(masks)):
-        progress("post-process", 0.1 + 0.6 * i / max(1, len(masks)), f"{name} to the CT grid")
-        out[name] = mask_to_reference(work_grid.with_array(masks.pop(name)), ct)
+    out = _masks_to_ct(masks, work_grid, ct, progress, postprocess=postprocess)
     timing["postprocess_s"] = time.perf_counter() - t
     run.update({"sliding_window": {"roi_size": ws["roi_size"], "overlap": ws["overlap"],
                                    "sw_batch_size": run["sw_batch_size"], "windows": run["windows"],

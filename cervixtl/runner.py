@@ -16,7 +16,7 @@ inside the Slicer application and the current interpreter elsewhere (:func:`engi
   interpreter exit).
 
 Every process starts in its own process group (POSIX) or process group without a console window (Windows, as
-``slicer.util.launchConsoleProcess`` does). The tree is walked with :mod:`psutil` when it is installed (it is
+``slicer.util.launchConsoleProcess`` does); the tree walking and killing is :mod:`cervixtl.proctree`. The tree is walked with :mod:`psutil` when it is installed (it is
 an engine dependency); before the first-use install the POSIX process group (``os.killpg``) or Windows'
 ``taskkill /T`` does the same.
 
@@ -28,12 +28,10 @@ scripted modules).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -43,6 +41,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from .proctree import descendants, kill_tree, popen_options, psutil_or_none
+
+__all__ = [
+    "KILL_AFTER_S", "STDERR_TAIL_LINES", "MAX_LINE_CHARS", "ErrorDescriber", "EngineError", "EngineResult",
+    "EngineProcess", "inside_slicer_app", "engine_python", "engine_source_dir", "engine_env", "engine_command",
+    "popen_options", "descendants", "kill_tree", "kill_all", "parse_progress_line", "error_line", "run_engine",
+]
 
 #: Seconds between SIGTERM and SIGKILL for a cancelled process that does not stop (default of
 #: :class:`EngineProcess`).
@@ -142,58 +148,6 @@ def _command_name(args: Sequence[str]) -> str:
 
 
 # ============================================================================ process trees
-def popen_options(platform: str = os.name) -> dict[str, Any]:
-    """Extra :class:`subprocess.Popen` arguments of an engine process: its own session / process group on
-    POSIX (so that :func:`kill_tree` reaches the launcher's children); on Windows no console window
-    (``CREATE_NO_WINDOW``) and a new process group (``CREATE_NEW_PROCESS_GROUP``)."""
-    if platform == "nt":
-        return {"creationflags": 0x08000000 | 0x00000200}  # CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP
-    return {"start_new_session": True}
-
-
-def _psutil() -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module("psutil")
-    except ImportError:  # before the first-use install: process groups / taskkill instead
-        return None
-
-
-def descendants(pid: int) -> list[int]:
-    """Process ids of every live descendant of ``pid`` (children, grandchildren...; [] without psutil)."""
-    ps = _psutil()
-    if ps is None:
-        return []
-    try:
-        return [c.pid for c in ps.Process(pid).children(recursive=True)]
-    except ps.Error:
-        return []
-
-
-def kill_tree(pid: int, *, force: bool = False, known: Sequence[int] = ()) -> None:
-    """Stop process ``pid``, every descendant of it and the processes ``known`` (descendants seen earlier,
-    which may have been orphaned since): SIGTERM (``force``: SIGKILL) to each, and to ``pid``'s process group
-    on POSIX (:func:`popen_options` made ``pid`` its leader); on Windows ``TerminateProcess`` through psutil,
-    or ``taskkill /T`` without it. Processes already gone are skipped."""
-    pids = [pid, *descendants(pid), *known]
-    if os.name == "posix":
-        with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
-            os.killpg(pid, signal.SIGKILL if force else signal.SIGTERM)
-    ps = _psutil()
-    if ps is None:
-        if os.name == "nt":
-            subprocess.run(["taskkill", "/PID", str(pid), "/T", "/F"], capture_output=True, check=False,
-                           creationflags=0x08000000)
-        return
-    for p in dict.fromkeys(pids):
-        try:
-            proc = ps.Process(p)
-            proc.kill() if force else proc.terminate()
-        except ps.Error:
-            pass
-
-
 #: Live :class:`EngineProcess` objects (for :func:`kill_all`).
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
@@ -409,7 +363,7 @@ class EngineProcess:
 
     def tree_alive(self) -> bool:
         """True while a process of this command's tree (seen at :meth:`cancel` or now) still runs."""
-        ps = _psutil()
+        ps = psutil_or_none()
         if ps is None:
             return self._proc.poll() is None
         for pid in [*self._tree, *descendants(self._proc.pid)]:

@@ -160,6 +160,7 @@ def test_normalise_and_window_settings():
 def test_cuda_out_of_memory_falls_back(monkeypatch):
     """Simulated OOM: halve the window batch first, then move to the CPU, with warnings, no crash."""
     import cervixtl.inference as inf
+    from cervixtl import sliding_window
 
     calls = []
 
@@ -169,7 +170,7 @@ def test_cuda_out_of_memory_falls_back(monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return torch.zeros((1, 2) + volume.shape)
 
-    monkeypatch.setattr(inf, "_sliding", fake_sliding)
+    monkeypatch.setattr(sliding_window, "_sliding", fake_sliding)  # predict_probabilities lives there
     with pytest.warns(RuntimeWarning, match="out of memory"):
         probs, info = inf.predict_probabilities(torch.nn.Identity(), np.zeros((8, 8, 8), np.float32), "sigmoid",
                                                 roi_size=(8, 8, 8), overlap=0.0, sw_batch_size=4,

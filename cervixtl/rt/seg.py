@@ -23,7 +23,7 @@ from .. import __version__, structures
 from ..atomic import atomic_path
 from ..errors import BadInput
 from ..image import Image, resample_to_reference
-from ..segmentation import Segmentation
+from ..segmentation import Segment, Segmentation
 from .dicomfile import read_dataset
 
 #: Fallback coded concepts when a segment has no terminology: SCT "Anatomical Structure" / "Tissue"
@@ -84,11 +84,9 @@ def export_seg(ct_dir: str | os.PathLike, seg: Segmentation, out: str | os.PathL
         GeometryMismatch: ``seg`` is not on the CT grid.
         BadInput: nothing to export, bad algorithm type.
     """
-    import highdicom as hd
     import pydicom
-    from pydicom.sr.codedict import codes
 
-    from .rtstruct import read_ct_series
+    from .ct_series import read_ct_series
 
     algorithm_type = algorithm_type.upper()
     if algorithm_type not in ("SEMIAUTOMATIC", "AUTOMATIC", "MANUAL"):
@@ -97,14 +95,7 @@ def export_seg(ct_dir: str | os.PathLike, seg: Segmentation, out: str | os.PathL
     cts.image.require_same_geometry(seg.grid, "segmentation")
     segments = seg.segments if names is None else [seg[n] for n in names]
     report: dict[str, Any] = {"segments": [], "warnings": []}
-    kept = []
-    for s in segments:
-        if s.voxels == 0:
-            report["warnings"].append(f"segment {s.name!r} is empty: a DICOM SEG cannot hold it, left out")
-        else:
-            kept.append(s)
-    if not kept:
-        raise BadInput("no non-empty segment to export as DICOM SEG")
+    kept = _non_empty(segments, report["warnings"])
     sources = [pydicom.dcmread(f) for f in cts.image.meta["files"]]
     from .uids import ensure_uids
 
@@ -112,6 +103,39 @@ def export_seg(ct_dir: str | os.PathLike, seg: Segmentation, out: str | os.PathL
     for src in sources:  # an empty Specific Character Set means the default repertoire: say so explicitly
         if "SpecificCharacterSet" in src and not src.SpecificCharacterSet:
             del src.SpecificCharacterSet
+    descriptions = _segment_descriptions(kept, algorithm_type, report["segments"])
+    pixels = np.stack([s.mask for s in kept], axis=-1).astype(np.uint8)  # (frames=z, rows=y, cols=x, segments)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*person name.*", category=UserWarning)
+        try:
+            dcm = _build(sources, pixels, descriptions, series_description)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise BadInput(f"{ct_dir}: cannot build a DICOM SEG on this CT series ({str(exc)[:160]})") from None
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        dcm.save_as(tmp)
+    report["file"] = str(out)
+    return out, report
+
+
+def _non_empty(segments: Sequence[Segment], warnings: list[str]) -> list[Segment]:
+    """The segments with at least one voxel (a DICOM SEG cannot hold an empty one; each is reported)."""
+    kept = []
+    for s in segments:
+        if s.voxels == 0:
+            warnings.append(f"segment {s.name!r} is empty: a DICOM SEG cannot hold it, left out")
+        else:
+            kept.append(s)
+    if not kept:
+        raise BadInput("no non-empty segment to export as DICOM SEG")
+    return kept
+
+
+def _segment_descriptions(kept: Sequence[Segment], algorithm_type: str, report: list[dict[str, Any]]) -> list[Any]:
+    """highdicom Segment Descriptions (numbered from 1, coded terminology, CIELab colour); one report entry each."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
     algo = None
     if algorithm_type != "MANUAL":
         algo = hd.AlgorithmIdentificationSequence(name="CervixTL", family=codes.cid7162.ArtificialIntelligence,
@@ -126,24 +150,16 @@ def export_seg(ct_dir: str | os.PathLike, seg: Segmentation, out: str | os.PathL
             display_color=hd.color.CIELabColor.from_rgb(*[int(round(c * 255)) for c in s.color])))
         if mod is not None:  # laterality etc. qualifies the type item
             descriptions[-1].SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [_coded(mod)]
-        report["segments"].append({"number": number, "name": s.name, "voxels": s.voxels,
-                                   "category": list(cat), "type": list(typ),
-                                   "type_modifier": list(mod) if mod else None})
-    pixels = np.stack([s.mask for s in kept], axis=-1).astype(np.uint8)  # (frames=z, rows=y, cols=x, segments)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*person name.*", category=UserWarning)
-        try:
-            dcm = _build(hd, sources, pixels, descriptions, series_description)
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise BadInput(f"{ct_dir}: cannot build a DICOM SEG on this CT series ({str(exc)[:160]})") from None
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        dcm.save_as(tmp)
-    report["file"] = str(out)
-    return out, report
+        report.append({"number": number, "name": s.name, "voxels": s.voxels,
+                       "category": list(cat), "type": list(typ),
+                       "type_modifier": list(mod) if mod else None})
+    return descriptions
 
 
-def _build(hd: Any, sources: list, pixels: np.ndarray, descriptions: list, series_description: str) -> Any:
+def _build(sources: list, pixels: np.ndarray, descriptions: list, series_description: str) -> Any:
+    """The highdicom BINARY Segmentation of ``pixels`` (frames = z, rows = y, columns = x, segments)."""
+    import highdicom as hd
+
     return hd.seg.Segmentation(
         source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9002,
