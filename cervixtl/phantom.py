@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -153,6 +154,147 @@ def _ptv(grid: Image, ctv: np.ndarray, body: np.ndarray,
     return np.asarray(ptv_from_ctv(grid.with_array(ctv), margin_mm, body=grid.with_array(body)).array, dtype=bool)
 
 
+@dataclass
+class _Grid:
+    """Voxel-centre coordinates (mm, LPS) of a phantom grid, broadcastable to its (z, y, x) ``shape``, and the
+    random generator whose draw order fixes the phantom for a seed."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    Z: np.ndarray
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]  # (x, y, z) mm
+    origin: tuple[float, float, float]  # (x, y, z) mm, LPS
+    rng: np.random.Generator
+
+    def u(self, a: float, b: float) -> float:
+        """One uniform draw in [a, b)."""
+        return float(self.rng.uniform(a, b))
+
+    def ell(self, c: Sequence[float], r: Sequence[float]) -> np.ndarray:
+        """Ellipsoid with centre ``c`` and semi-axes ``r`` (x, y, z mm)."""
+        return _ellipsoid(self.X, self.Y, self.Z, c, r)
+
+    def tube(self, p0: Sequence[float], p1: Sequence[float], radius: float) -> np.ndarray:
+        """Tube of ``radius`` mm from ``p0`` to ``p1`` (x, y, z mm)."""
+        return _tube(self.X, self.Y, self.Z, p0, p1, radius)
+
+
+def _make_grid(seed: int, sp: tuple[float, float, float], fov: tuple[float, ...]) -> _Grid:
+    """A grid of ``fov`` mm at spacing ``sp`` (x, y, z mm) centred on (0, 0, 0) LPS."""
+    n = [max(8, int(round(f / s))) for f, s in zip(fov, sp)]  # x, y, z
+    ox, oy, oz = (-(k - 1) * s / 2.0 for k, s in zip(n, sp))
+    x, y, z = (o + s * np.arange(k) for o, s, k in zip((ox, oy, oz), sp, n))
+    return _Grid(x[None, None, :], y[None, :, None], z[:, None, None],
+                 (n[2], n[1], n[0]), sp, (ox, oy, oz), np.random.default_rng(seed))
+
+
+def _body(g: _Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Body outline (fat shell, muscle core, pelvic fat); returns (CT in HU float32 (z, y, x), body mask)."""
+    X, Y = g.X, g.Y
+    bx, by = g.u(150, 175), g.u(105, 125)
+    body2d = ((X - 0) / bx) ** 2 + ((Y - g.u(-5, 5)) / by) ** 2 <= 1.0
+    body = np.broadcast_to(body2d, g.shape)
+    fat_mm = g.u(12, 28)
+    inner2d = (X / (bx - fat_mm)) ** 2 + (Y / (by - fat_mm)) ** 2 <= 1.0
+    ct = np.full(g.shape, HU["air"], dtype=np.float32)
+    ct[body] = HU["fat"]
+    ct[np.broadcast_to(inner2d, g.shape)] = HU["muscle"]
+    ct[g.ell((0, 5, 0), (75, 70, 120))] = HU["fat"] + 30.0  # pelvic fat around the organs
+    return ct, np.asarray(body)
+
+
+def _bones(g: _Grid, ct: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Sacrum, ilia, pubis and femora written into ``ct``; returns (bone mask, femoral heads by name)."""
+    bone = np.zeros(g.shape, dtype=bool)
+    marrow = np.zeros(g.shape, dtype=bool)
+    sac_c = (0.0, g.u(72, 85), 20.0)
+    bone |= g.ell(sac_c, (42, 20, 70))
+    marrow |= g.ell(sac_c, (36, 14, 64))
+    for side in (-1, 1):
+        il_c = (side * g.u(95, 110), g.u(25, 40), g.u(35, 50))
+        bone |= g.ell(il_c, (14, 55, 50))
+        marrow |= g.ell(il_c, (8, 49, 44))
+        pub_c = (side * 25.0, g.u(-80, -70), g.u(-70, -60))
+        bone |= g.ell(pub_c, (25, 11, 14))
+    fem = {}
+    fz = g.u(-62, -50)
+    for side, name in ((1, "FemoralHead_L"), (-1, "FemoralHead_R")):
+        r = g.u(21, 26)
+        c = (side * g.u(82, 95), g.u(0, 12), fz + g.u(-3, 3))
+        head = g.ell(c, (r, r, r))
+        neck = g.tube(c, (c[0] + side * 35, c[1], c[2] - 45), 14)
+        fem[name] = head
+        bone |= head | neck
+        marrow |= g.ell(c, (r - 4, r - 4, r - 4))
+    ct[bone] = HU["cortical"]
+    ct[marrow] = HU["marrow"]
+    return bone, fem
+
+
+def _organs(g: _Grid, ct: np.ndarray, body: np.ndarray, bone: np.ndarray) -> dict[str, Any]:
+    """Bladder, rectum (with gas), cervix, uterus, vagina and the GTV written into ``ct``; returns the masks
+    and the landmarks the CTV rule needs (``cx_lo`` lower cervix end, ``ut_c`` uterus centre, mm)."""
+    fill = g.u(0.7, 1.3)  # bladder filling
+    bl_c = (g.u(-8, 8), g.u(-55, -45), g.u(-30, -15) + 8 * fill)
+    bladder = g.ell(bl_c, (38 * fill ** 0.5, 28 * fill ** 0.4, 28 * fill ** 0.6))
+    rx = g.u(-6, 6)
+    rec_lo, rec_hi = (rx, g.u(45, 52), -85.0), (rx + g.u(-8, 8), g.u(40, 50), g.u(15, 30))
+    rr = g.u(13, 18)
+    rectum = g.tube(rec_lo, rec_hi, rr)
+    gas = g.tube(rec_lo, rec_hi, rr * g.u(0.3, 0.6)) & (g.u(-70, -20) < g.Z)
+    ux, tilt = g.u(-8, 8), g.u(10, 25)
+    cx_lo = (ux * 0.3, g.u(5, 12), g.u(-50, -45))
+    cx_hi = (ux * 0.5, g.u(0, 6), g.u(-15, -10))
+    cervix = g.tube(cx_lo, cx_hi, g.u(13, 17))
+    ut_c = (ux, cx_hi[1] - tilt, cx_hi[2] + g.u(30, 38))
+    uterus = g.ell(ut_c, (g.u(28, 38), g.u(18, 24), g.u(32, 42)))
+    vag_len = 45.0
+    vagina = g.tube((cx_lo[0], cx_lo[1] + 3, cx_lo[2] - vag_len), cx_lo, g.u(8, 11))
+    gtv_c = (cx_lo[0] + (cx_hi[0] - cx_lo[0]) * 0.5 + g.u(-5, 5), (cx_lo[1] + cx_hi[1]) / 2 + g.u(-4, 4),
+             (cx_lo[2] + cx_hi[2]) / 2 + g.u(-8, 8))
+    gtv = g.ell(gtv_c, (g.u(12, 22), g.u(10, 18), g.u(12, 24)))
+    gtv &= body & ~bone
+    uterus &= ~bladder & ~rectum
+    cervix &= ~bladder & ~rectum
+    vagina &= ~bladder & ~rectum & ~cervix
+    gtv &= ~bladder & ~rectum
+    for mask, tissue in ((vagina, "vagina"), (uterus, "uterus"), (cervix, "cervix"), (gtv, "tumour"),
+                         (bladder, "bladder"), (rectum, "rectum_wall"), (gas, "gas")):
+        ct[mask] = HU[tissue]
+    ct[~body] = HU["air"]
+    return {"bladder": bladder, "rectum": rectum, "cervix": cervix, "uterus": uterus, "vagina": vagina,
+            "gtv": gtv, "cx_lo": cx_lo, "ut_c": ut_c}
+
+
+def _targets(g: _Grid, proto: SiteProtocol, org: dict[str, Any], body: np.ndarray, bone: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, Image]:
+    """The site protocol's CTV and PTV (boolean (z, y, x)) and the segmentation grid."""
+    sp_zyx = (g.spacing[2], g.spacing[1], g.spacing[0])
+    gtv = org["gtv"]
+    ctv = gtv | org["cervix"] | _grow(gtv, proto.gtv_margin_mm, sp_zyx)
+    ctv |= org["uterus"] if proto.whole_uterus else org["uterus"] & (org["ut_c"][2] > g.Z)
+    if proto.vagina_mm > 0:
+        ctv |= org["vagina"] & (org["cx_lo"][2] - proto.vagina_mm <= g.Z)
+    ctv &= body & ~org["bladder"] & ~org["rectum"] & ~bone
+    ctv |= gtv
+    grid = Image(np.zeros(g.shape, dtype=np.uint8), g.spacing, g.origin, np.eye(3), {"modality": "CT"})
+    return ctv, _ptv(grid, ctv, body, proto.ptv_margin_mm), grid
+
+
+def _scanner(g: _Grid, proto: SiteProtocol, ct: np.ndarray) -> Image:
+    """The site scanner's calibration, offset, blur and noise; returns the CT (int16 HU)."""
+    if proto.soft_scale != 1.0:  # calibration slope below 300 HU (soft-tissue contrast), continuous above
+        ct = np.where(ct < 300.0, ct * proto.soft_scale, ct + 300.0 * (proto.soft_scale - 1.0)).astype(np.float32)
+    ct += proto.hu_offset
+    if proto.blur_mm > 0:
+        ct = ndimage.gaussian_filter(ct, sigma=[proto.blur_mm / s for s in (g.spacing[2], g.spacing[1], g.spacing[0])])
+    ct += g.rng.normal(0.0, proto.noise_hu, size=g.shape).astype(np.float32)
+    ct = np.clip(np.round(ct), -1024, 3071).astype(np.int16)
+    return Image(ct, g.spacing, g.origin, np.eye(3),
+                 {"modality": "CT", "series_description": f"CervixTL phantom site {proto.name}"})
+
+
 def make_phantom(seed: int, site: str = "A", spacing: Sequence[float] | None = None,
                  size: Sequence[float] = DEFAULT_FOV_MM) -> tuple[Image, Segmentation]:
     """A pelvic CT phantom and its truth contours.
@@ -177,115 +319,15 @@ def make_phantom(seed: int, site: str = "A", spacing: Sequence[float] | None = N
         raise BadInput(f"phantom spacing {sp} must be three positive numbers of mm")
     if len(fov) != 3 or any(f < 100 for f in fov):
         raise BadInput(f"phantom field of view {fov} must be three sizes of at least 100 mm")
-    rng = np.random.default_rng(seed)
-    n = [max(8, int(round(f / s))) for f, s in zip(fov, sp)]  # x, y, z
-    ox, oy, oz = (-(k - 1) * s / 2.0 for k, s in zip(n, sp))
-    origin = (ox, oy, oz)
-    x = origin[0] + sp[0] * np.arange(n[0])
-    y = origin[1] + sp[1] * np.arange(n[1])
-    z = origin[2] + sp[2] * np.arange(n[2])
-    Z, Y, X = z[:, None, None], y[None, :, None], x[None, None, :]
-    shape = (n[2], n[1], n[0])
-    u = lambda a, b: float(rng.uniform(a, b))  # noqa: E731
-
-    # ---------------------------------------------------------------- body
-    bx, by = u(150, 175), u(105, 125)
-    body2d = ((X - 0) / bx) ** 2 + ((Y - u(-5, 5)) / by) ** 2 <= 1.0
-    body = np.broadcast_to(body2d, shape)
-    fat_mm = u(12, 28)
-    inner2d = (X / (bx - fat_mm)) ** 2 + (Y / (by - fat_mm)) ** 2 <= 1.0
-    ct = np.full(shape, HU["air"], dtype=np.float32)
-    ct[body] = HU["fat"]
-    ct[np.broadcast_to(inner2d, shape)] = HU["muscle"]
-    # pelvic fat around the organs
-    ct[_ellipsoid(X, Y, Z, (0, 5, 0), (75, 70, 120))] = HU["fat"] + 30.0
-
-    # ---------------------------------------------------------------- bones
-    bone = np.zeros(shape, dtype=bool)
-    marrow = np.zeros(shape, dtype=bool)
-    sac_c = (0.0, u(72, 85), 20.0)
-    sac = _ellipsoid(X, Y, Z, sac_c, (42, 20, 70))
-    bone |= sac
-    marrow |= _ellipsoid(X, Y, Z, sac_c, (36, 14, 64))
-    for side in (-1, 1):
-        il_c = (side * u(95, 110), u(25, 40), u(35, 50))
-        bone |= _ellipsoid(X, Y, Z, il_c, (14, 55, 50))
-        marrow |= _ellipsoid(X, Y, Z, il_c, (8, 49, 44))
-        pub_c = (side * 25.0, u(-80, -70), u(-70, -60))
-        bone |= _ellipsoid(X, Y, Z, pub_c, (25, 11, 14))
-    fem = {}
-    fz = u(-62, -50)
-    for side, name in ((1, "FemoralHead_L"), (-1, "FemoralHead_R")):
-        r = u(21, 26)
-        c = (side * u(82, 95), u(0, 12), fz + u(-3, 3))
-        head = _ellipsoid(X, Y, Z, c, (r, r, r))
-        neck = _tube(X, Y, Z, c, (c[0] + side * 35, c[1], c[2] - 45), 14)
-        fem[name] = head
-        bone |= head | neck
-        marrow |= _ellipsoid(X, Y, Z, c, (r - 4, r - 4, r - 4))
-    ct[bone] = HU["cortical"]
-    ct[marrow] = HU["marrow"]
-
-    # ---------------------------------------------------------------- organs
-    fill = u(0.7, 1.3)  # bladder filling
-    bl_c = (u(-8, 8), u(-55, -45), u(-30, -15) + 8 * fill)
-    bladder = _ellipsoid(X, Y, Z, bl_c, (38 * fill ** 0.5, 28 * fill ** 0.4, 28 * fill ** 0.6))
-    rx = u(-6, 6)
-    rec_lo, rec_hi = (rx, u(45, 52), -85.0), (rx + u(-8, 8), u(40, 50), u(15, 30))
-    rr = u(13, 18)
-    rectum = _tube(X, Y, Z, rec_lo, rec_hi, rr)
-    gas = _tube(X, Y, Z, rec_lo, rec_hi, rr * u(0.3, 0.6)) & (u(-70, -20) < Z)
-    ux, tilt = u(-8, 8), u(10, 25)
-    cx_lo = (ux * 0.3, u(5, 12), u(-50, -45))
-    cx_hi = (ux * 0.5, u(0, 6), u(-15, -10))
-    cervix = _tube(X, Y, Z, cx_lo, cx_hi, u(13, 17))
-    ut_c = (ux, cx_hi[1] - tilt, cx_hi[2] + u(30, 38))
-    uterus = _ellipsoid(X, Y, Z, ut_c, (u(28, 38), u(18, 24), u(32, 42)))
-    vag_len = 45.0
-    vagina = _tube(X, Y, Z, (cx_lo[0], cx_lo[1] + 3, cx_lo[2] - vag_len), cx_lo, u(8, 11))
-    gtv_c = (cx_lo[0] + (cx_hi[0] - cx_lo[0]) * 0.5 + u(-5, 5), (cx_lo[1] + cx_hi[1]) / 2 + u(-4, 4),
-             (cx_lo[2] + cx_hi[2]) / 2 + u(-8, 8))
-    gtv = _ellipsoid(X, Y, Z, gtv_c, (u(12, 22), u(10, 18), u(12, 24)))
-    gtv &= body & ~bone
-    uterus &= ~bladder & ~rectum
-    cervix &= ~bladder & ~rectum
-    vagina &= ~bladder & ~rectum & ~cervix
-    gtv &= ~bladder & ~rectum
-    ct[vagina] = HU["vagina"]
-    ct[uterus] = HU["uterus"]
-    ct[cervix] = HU["cervix"]
-    ct[gtv] = HU["tumour"]
-    ct[bladder] = HU["bladder"]
-    ct[rectum] = HU["rectum_wall"]
-    ct[gas] = HU["gas"]
-    ct[~body] = HU["air"]
-
-    # ---------------------------------------------------------------- protocol targets
-    sp_zyx = (sp[2], sp[1], sp[0])
-    ctv = gtv | cervix | _grow(gtv, proto.gtv_margin_mm, sp_zyx)
-    if proto.whole_uterus:
-        ctv |= uterus
-    else:
-        ctv |= uterus & (ut_c[2] > Z)
-    if proto.vagina_mm > 0:
-        ctv |= vagina & (cx_lo[2] - proto.vagina_mm <= Z)
-    ctv &= body & ~bladder & ~rectum & ~bone
-    ctv |= gtv
-    grid = Image(np.zeros(shape, dtype=np.uint8), (sp[0], sp[1], sp[2]), origin, np.eye(3), {"modality": "CT"})
-    ptv = _ptv(grid, ctv, np.asarray(body), proto.ptv_margin_mm)
-
-    # ---------------------------------------------------------------- scanner
-    if proto.soft_scale != 1.0:  # calibration slope below 300 HU (soft-tissue contrast), continuous above
-        ct = np.where(ct < 300.0, ct * proto.soft_scale, ct + 300.0 * (proto.soft_scale - 1.0)).astype(np.float32)
-    ct += proto.hu_offset
-    if proto.blur_mm > 0:
-        ct = ndimage.gaussian_filter(ct, sigma=[proto.blur_mm / s for s in sp_zyx])
-    ct += rng.normal(0.0, proto.noise_hu, size=shape).astype(np.float32)
-    ct = np.clip(np.round(ct), -1024, 3071).astype(np.int16)
-    image = Image(ct, (sp[0], sp[1], sp[2]), origin, np.eye(3), {"modality": "CT", "series_description": f"CervixTL phantom site {proto.name}"})
-
+    g = _make_grid(seed, (sp[0], sp[1], sp[2]), fov)
+    ct, body = _body(g)
+    bone, fem = _bones(g, ct)
+    org = _organs(g, ct, body, bone)
+    ctv, ptv, grid = _targets(g, proto, org, body, bone)
+    image = _scanner(g, proto, ct)
     seg = Segmentation(grid)
-    for name, m in (("GTV", gtv), ("CTV", ctv), ("PTV", ptv), ("Bladder", bladder), ("Rectum", rectum),
-                    ("FemoralHead_L", fem["FemoralHead_L"]), ("FemoralHead_R", fem["FemoralHead_R"])):
+    for name, m in (("GTV", org["gtv"]), ("CTV", ctv), ("PTV", ptv), ("Bladder", org["bladder"]),
+                    ("Rectum", org["rectum"]), ("FemoralHead_L", fem["FemoralHead_L"]),
+                    ("FemoralHead_R", fem["FemoralHead_R"])):
         seg.set(name, np.ascontiguousarray(m))
     return image, seg
