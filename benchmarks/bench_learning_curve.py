@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(args.data) / "labels.json").exists():
         print(f"OpenKBP data not found at {args.data}; see ../shared/data/README.md", file=sys.stderr)
         return 2
-    from cervixtl.fileio import write_json_atomic
+    from cervixtl.atomic import write_json_atomic
     from cervixtl.metrics import json_safe
 
     torch.set_num_threads(args.threads)
