@@ -23,20 +23,11 @@ from cervixtl.cli import main
 from cervixtl.errors import BadInput, ModelError
 from cervixtl.models import registry as regmod
 from cervixtl.models.networks import build_network, segresnet_card
-from cervixtl.models.package import save_package
 from cervixtl.models.registry import Registry
 from cervixtl.safepath import safe_extract, safe_join, safe_member_name
+from test_registry import make_pkg  # one tiny-package maker for both files
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def make_pkg(dest, version="1", name="tiny", seed=0):
-    import torch
-
-    torch.manual_seed(seed)
-    card = segresnet_card(name, ["GTV", "CTV"], version=version, init_filters=4, spacing_mm=(3, 3, 3),
-                          patch_size=(16, 16, 16))
-    return save_package(dest, card, build_network(card).state_dict())
 
 
 @pytest.fixture()
