@@ -146,17 +146,23 @@ class LabelPrediction:
 
 
 def prepare_input(ct: Image, card: Any) -> tuple[np.ndarray, Image]:
-    """The network input for ``ct`` (HU): reoriented to the card's orientation (LPS or RAS), resampled
-    (linear) to the card's spacing (x, y, z mm), normalised by the card's intensity spec. Returns the float32
-    (z, y, x) volume and the model grid (an all-zero Image carrying its geometry)."""
+    """The network input for ``ct`` (HU): reoriented to the card's orientation (LPS or RAS), cropped to the
+    foreground and resampled within a spacing tolerance when the card asks (:mod:`cervixtl.input_grid`),
+    resampled (linear) to the card's spacing (x, y, z mm), normalised by the card's intensity spec. Returns
+    the float32 (z, y, x) volume and the model grid (an all-zero Image carrying its geometry)."""
+    from .input_grid import crop_to_foreground, model_spacing
     from .intensity import apply_intensity
 
     target = card.orientation if hasattr(card, "orientation") else "LPS"
     oriented = ct if ct.orientation_code() == target else reorient(ct, target)
-    if np.allclose(oriented.spacing, card.spacing_mm, rtol=0, atol=1e-6):
+    extra = getattr(card, "input", None) or {}  # source pipelines: foreground crop, spacing tolerance
+    if extra.get("crop_foreground"):
+        oriented = crop_to_foreground(ct, oriented, extra["crop_foreground"])
+    spacing = model_spacing(oriented.spacing, card.spacing_mm, extra.get("spacing_tolerance"))
+    if np.allclose(oriented.spacing, spacing, rtol=0, atol=1e-6):
         work = oriented  # already on the model spacing: no interpolation (keeps exact values, e.g. 0 HU)
     else:
-        work = resample_to_spacing(oriented, card.spacing_mm, default=-1024.0)
+        work = resample_to_spacing(oriented, spacing, default=-1024.0)
     vol = apply_intensity(work.array, card.intensity)
     return vol, work.with_array(np.broadcast_to(np.uint8(0), work.array.shape))
 

@@ -11,7 +11,10 @@ A spec is the dict ``card.input["intensity"]``:
 * ``{"kind": "monai_normalize_scale", "nonzero": true, "minv": -1, "maxv": 1}``: a MONAI bundle's
   ``NormalizeIntensityd`` (z-score with this image's own mean and standard deviation, over its non-zero voxels
   when ``nonzero``; zero voxels stay 0) then ``ScaleIntensityd`` (min-max rescaling of the whole image to
-  [minv, maxv]), as MONAI's ``wholeBody_ct_segmentation`` bundle preprocesses (after resampling).
+  [minv, maxv]), as MONAI's ``wholeBody_ct_segmentation`` bundle preprocesses (after resampling);
+* ``{"kind": "range_sigmoid", "range_hu": [lo, hi]}``: MONAI Auto3DSeg's CT normalisation (``normalize_mode``
+  ``range`` / ``ct``): HU scaled linearly so that [lo, hi] maps to [-1, 1], without clipping, then the
+  logistic sigmoid (values in (0, 1); ``lo`` -> 0.269, ``hi`` -> 0.731).
 
 Arrays are any shape (usually (z, y, x)); values are HU; outputs are float32.
 """
@@ -28,7 +31,7 @@ from .errors import ModelError
 __all__ = ["KINDS", "window_spec", "spec_from_input", "check_spec", "apply_intensity", "ct_zscore_spec",
            "foreground_statistics"]
 
-KINDS = ("window", "ct_zscore", "monai_normalize_scale")
+KINDS = ("window", "ct_zscore", "monai_normalize_scale", "range_sigmoid")
 
 
 def window_spec(window_hu: Iterable[float]) -> dict[str, Any]:
@@ -58,8 +61,8 @@ def check_spec(spec: Any) -> None:
         kind = spec.get("kind") if isinstance(spec, Mapping) else spec
         raise ModelError(f"model card intensity kind {kind!r} is not one of {', '.join(KINDS)}")
     try:
-        if spec["kind"] == "window":
-            lo, hi = (float(v) for v in spec["window_hu"])
+        if spec["kind"] in ("window", "range_sigmoid"):
+            lo, hi = (float(v) for v in spec["window_hu" if spec["kind"] == "window" else "range_hu"])
             ok = lo < hi
         elif spec["kind"] == "monai_normalize_scale":
             ok = float(spec["minv"]) < float(spec["maxv"]) and isinstance(spec.get("nonzero", False), bool)
@@ -86,6 +89,17 @@ def apply_intensity(array: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
         np.clip(out, lo, hi, out=out)
         out -= float(spec["mean"])
         out *= 1.0 / max(float(spec["std"]), 1e-8)
+        return out
+    if spec["kind"] == "range_sigmoid":
+        lo, hi = (float(v) for v in spec["range_hu"])
+        out -= lo
+        out *= 2.0 / (hi - lo)
+        out -= 1.0
+        np.negative(out, out=out)
+        with np.errstate(over="ignore"):  # exp overflow -> inf -> 0 after the reciprocal, as the sigmoid is
+            np.exp(out, out=out)
+        out += 1.0
+        np.reciprocal(out, out=out)
         return out
     if spec["kind"] == "monai_normalize_scale":
         return _normalize_scale(out, bool(spec.get("nonzero", False)), float(spec["minv"]), float(spec["maxv"]))

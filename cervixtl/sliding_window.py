@@ -46,11 +46,15 @@ def window_settings(card: Any, shape_zyx: Sequence[int], *, fast: bool, device: 
         return {"roi_size": roi, "overlap": 1.0 - step, "sw_batch_size": 1,
                 "tiling": {"style": "nnunet", "step": step, "sigma_scale": float(tiling.get("sigma_scale", 0.125)),
                            "out_channels": int(card.architecture["params"]["out_channels"])}}
-    ov = (0.0 if fast else 0.25) if overlap is None else float(overlap)
+    own = tiling.get("overlap") if tiling.get("style") == "monai" and not fast else None  # the source's own
+    ov = (0.0 if fast else 0.25 if own is None else float(own)) if overlap is None else float(overlap)
     if not 0.0 <= ov < 1.0:
         raise BadInput(f"overlap {ov} must be in [0, 1)")
     batch = 4 if (fast or device.type == "cuda") else 1
-    return {"roi_size": roi, "overlap": ov, "sw_batch_size": batch}
+    out: dict[str, Any] = {"roi_size": roi, "overlap": ov, "sw_batch_size": batch}
+    if tiling.get("style") == "monai":  # a MONAI source's blending and padding (default: Gaussian, replicate)
+        out["tiling"] = {k: tiling[k] for k in ("style", "mode", "padding_mode", "sigma_scale") if k in tiling}
+    return out
 
 
 def _n_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
@@ -91,7 +95,7 @@ def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str,
                 logits = _sliding_nnunet(net, volume, roi_size, tile, batch, dev, progress, cpu_bf16)
             else:
                 logits = _sliding(net, volume, roi_size, overlap, batch, dev, n_win, progress,
-                                  sliding_window_inference)
+                                  sliding_window_inference, tile)
             break
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
@@ -128,9 +132,13 @@ def softmax_channels(card: Any) -> int | None:
 
 
 def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overlap: float, batch: int,
-             dev: torch.device, n_win: int, progress: Progress, swi: Any) -> torch.Tensor:
-    """Logits [1, C, *volume.shape] (on the CPU) of MONAI's Gaussian-blended sliding window ``swi`` over
-    ``volume`` (network axis order); autocast bf16/fp16 on CUDA; ``n_win`` windows for the progress."""
+             dev: torch.device, n_win: int, progress: Progress, swi: Any,
+             tile: dict[str, Any] | None = None) -> torch.Tensor:
+    """Logits [1, C, *volume.shape] (on the CPU) of MONAI's sliding window ``swi`` over ``volume`` (network
+    axis order): blending ``tile["mode"]`` (default Gaussian, ``sigma_scale`` 0.125), image padding
+    ``tile["padding_mode"]`` (default replicate; ``constant`` pads with 0 after normalisation, as MONAI's
+    default); autocast bf16/fp16 on CUDA; ``n_win`` windows for the progress."""
+    tile = tile or {}
     net = net.to(dev).eval()
     x = torch.from_numpy(np.ascontiguousarray(volume))[None, None].to(dev)  # whole volume on the GPU: no per-window copy
     done = [0]
@@ -150,7 +158,8 @@ def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overl
 
     with torch.inference_mode():
         out = swi(x, roi_size=list(roi), sw_batch_size=batch, predictor=predictor, overlap=overlap,
-                  mode="gaussian", padding_mode="replicate", sw_device=dev, device=dev)
+                  mode=str(tile.get("mode", "gaussian")), sigma_scale=float(tile.get("sigma_scale", 0.125)),
+                  padding_mode=str(tile.get("padding_mode", "replicate")), sw_device=dev, device=dev)
     if isinstance(out, (tuple, list)):
         out = out[0]
     return torch.as_tensor(out).cpu()

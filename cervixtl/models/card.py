@@ -22,7 +22,7 @@ from ..errors import ModelError
 from ..intensity import check_spec, spec_from_input
 
 SCHEMA = "cervixtl-model-card/1"
-ARCHITECTURES = ("SegResNet", "DynUNet", "UNet", "SwinUNETR", "nnUNet")
+ARCHITECTURES = ("SegResNet", "SegResNetDS", "DynUNet", "UNet", "SwinUNETR", "nnUNet")
 #: Array axis orders a network may see: any permutation of the (z, y, x) array axes ("zyx" = as stored).
 AXIS_ORDERS = ("zyx", "zxy", "yzx", "yxz", "xzy", "xyz")
 OUTPUTS = ("sigmoid", "softmax", "softmax+sigmoid")
@@ -116,6 +116,13 @@ class ModelCard:
         ps = self.input.get("patch_size")
         if not (isinstance(ps, (list, tuple)) and len(ps) == 3 and all(int(p) > 0 for p in ps)):
             raise ModelError(f"model {self.name}: input.patch_size must be 3 positive voxel counts (z, y, x)")
+        if "crop_foreground" in self.input or "spacing_tolerance" in self.input:
+            from ..input_grid import check_input_grid
+
+            try:
+                check_input_grid(self.input)
+            except ModelError as exc:
+                raise ModelError(f"model {self.name}: {exc}") from None
 
     def _validate_groups(self) -> None:
         """softmax+sigmoid: every label says its activation; softmax labels on channels 1..K, sigmoid after."""

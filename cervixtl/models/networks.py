@@ -1,4 +1,5 @@
-"""Networks built from a model card: MONAI ``SegResNet``, ``DynUNet``, ``UNet`` and ``SwinUNETR``, and
+"""Networks built from a model card: MONAI ``SegResNet``, ``SegResNetDS`` (MONAI Auto3DSeg), ``DynUNet``,
+``UNet`` and ``SwinUNETR``, and
 nnU-Net v2's U-Nets (``nnUNet``: ``PlainConvUNet`` / ``ResidualEncoderUNet`` of ``dynamic_network_architectures``,
 the package nnU-Net itself builds its networks with).
 
@@ -34,9 +35,10 @@ WHOLEBODY_CT_SEGRESNET: dict[str, Any] = {
 
 
 def _classes() -> dict[str, type]:
-    from monai.networks.nets import DynUNet, SegResNet, SwinUNETR, UNet
+    from monai.networks.nets import DynUNet, SegResNet, SegResNetDS, SwinUNETR, UNet
 
-    return {"SegResNet": SegResNet, "DynUNet": DynUNet, "UNet": UNet, "SwinUNETR": SwinUNETR}
+    return {"SegResNet": SegResNet, "SegResNetDS": SegResNetDS, "DynUNet": DynUNet, "UNet": UNet,
+            "SwinUNETR": SwinUNETR}
 
 
 def build_from_params(arch_name: str, params: dict[str, Any]) -> torch.nn.Module:

@@ -151,6 +151,7 @@ def _reset_modules(net: torch.nn.Module, names: list[str]) -> None:
 # ---------------------------------------------------------------------------- freezing
 _ENCODER_PATTERNS = {
     "SegResNet": (r"^convInit\.", r"^down_layers\."),
+    "SegResNetDS": (r"^encoder\.",),  # MONAI Auto3DSeg: SegResNetEncoder (stem conv + every down-sampling level)
     "DynUNet": (r"^input_block\.", r"^downsamples\.", r"^bottleneck\."),
     "SwinUNETR": (r"^swinViT\.", r"^encoder\d+\."),
     # nnU-Net (dynamic_network_architectures): every encoder stage, the last one being the bottleneck.

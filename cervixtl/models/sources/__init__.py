@@ -3,7 +3,9 @@ pipelines read them.
 
 * :mod:`.nnunet`: nnU-Net v2 trained-model folders (``plans.json``, ``dataset.json``, ``fold_N/*.pth``);
 * :mod:`.totalseg`: TotalSegmentator's installed nnU-Net weights (``totalsegmentator:<task>``);
-* :mod:`.monai_bundle`: MONAI bundles (``configs/inference.json``, ``configs/metadata.json``, ``models/model.pt``).
+* :mod:`.monai_bundle`: MONAI bundles (``configs/inference.json``, ``configs/metadata.json``, ``models/model.pt``);
+* :mod:`.auto3dseg`: MONAI Auto3DSeg SegResNet models as SlicerMONAIAuto3DSeg distributes them (``model.pt`` +
+  ``labels.csv``, folder or zip).
 
 :func:`import_source` dispatches on what a path is; :func:`list_sources` lists what is installed locally.
 ``Resources/source_structures.json`` maps source label names to CervixTL structures (``urinary_bladder`` ->
@@ -39,13 +41,15 @@ def structure_map(kind: str = "totalsegmentator") -> dict[str, str]:
 
 
 def source_kind(source: str | os.PathLike) -> str | None:
-    """``"totalsegmentator"``, ``"nnunet"``, ``"monai_bundle"`` or None (not a foreign source)."""
+    """``"totalsegmentator"``, ``"nnunet"``, ``"monai_bundle"``, ``"monai_auto3dseg"`` or None (not a foreign
+    source)."""
     text = str(source)
     if text.lower().startswith(TOTALSEG_PREFIX):
         return "totalsegmentator"
     p = Path(text)
     if p.is_dir() and (p / "model.json").exists():
         return None
+    from .auto3dseg import is_auto3dseg
     from .monai_bundle import is_bundle
     from .nnunet import is_nnunet_folder
 
@@ -53,11 +57,14 @@ def source_kind(source: str | os.PathLike) -> str | None:
         return "monai_bundle"
     if p.is_dir() and is_nnunet_folder(p):
         return "nnunet"
+    if is_auto3dseg(p):
+        return "monai_auto3dseg"
     return None
 
 
 def default_name(source: str | os.PathLike, kind: str) -> str:
-    """A registry name for an imported source (``totalseg-291``, ``nnunet-Dataset042``, ``monai-<bundle>``)."""
+    """A registry name for an imported source (``totalseg-291``, ``nnunet-Dataset042``, ``monai-<bundle>``,
+    ``auto3dseg-<zip or folder name>``)."""
     import re
 
     if kind == "totalsegmentator":
@@ -65,9 +72,10 @@ def default_name(source: str | os.PathLike, kind: str) -> str:
 
         return f"totalseg-{parse_task(str(source)[len(TOTALSEG_PREFIX):])}"
     p = Path(source)
-    base = p.name if kind == "monai_bundle" else (p.parent.name if "__" in p.name else p.name)
+    base = p.name if kind in ("monai_bundle", "monai_auto3dseg") else (p.parent.name if "__" in p.name else p.name)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", base.split(".zip")[0]).strip("-.")[:48] or "source"
-    return f"{'monai' if kind == 'monai_bundle' else 'nnunet'}-{stem}"
+    prefix = {"monai_bundle": "monai", "monai_auto3dseg": "auto3dseg"}.get(kind, "nnunet")
+    return f"{prefix}-{stem}"
 
 
 def import_source(source: str | os.PathLike, dest_dir: str | os.PathLike, *, name: str, version: str = "1",
@@ -90,7 +98,12 @@ def import_source(source: str | os.PathLike, dest_dir: str | os.PathLike, *, nam
         from .monai_bundle import import_bundle
 
         return import_bundle(source, dest_dir, name=name, version=version)
-    raise ModelError(f"{source}: not an nnU-Net v2 folder, MONAI bundle or totalsegmentator:<task>")
+    if kind == "monai_auto3dseg":
+        from .auto3dseg import import_auto3dseg
+
+        return import_auto3dseg(source, dest_dir, name=name, version=version)
+    raise ModelError(f"{source}: not an nnU-Net v2 folder, MONAI bundle, MONAI Auto3DSeg model (model.pt + "
+                     "labels.csv) or totalsegmentator:<task>")
 
 
 def list_sources() -> list[dict[str, Any]]:
