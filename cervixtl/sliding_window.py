@@ -13,6 +13,7 @@ says ``xyz``). Re-exported by :mod:`cervixtl.inference`.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -88,14 +89,18 @@ def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str,
         n_win = n_tiles(volume.shape, roi_size, float(tile["step"]))
     else:
         n_win = _n_windows(volume.shape, roi_size, overlap)
+    # MONAI style: Gaussian blending (sigma 0.125) and replicate padding unless a MONAI source's card says
+    # otherwise (``constant``: zeros after normalisation, MONAI's default)
+    swi = functools.partial(sliding_window_inference, mode=str(tile.get("mode", "gaussian")),
+                            sigma_scale=float(tile.get("sigma_scale", 0.125)),
+                            padding_mode=str(tile.get("padding_mode", "replicate")))
     dev, batch = device, sw_batch_size
     while True:
         try:
             if nn_style:
                 logits = _sliding_nnunet(net, volume, roi_size, tile, batch, dev, progress, cpu_bf16)
             else:
-                logits = _sliding(net, volume, roi_size, overlap, batch, dev, n_win, progress,
-                                  sliding_window_inference, tile)
+                logits = _sliding(net, volume, roi_size, overlap, batch, dev, n_win, progress, swi)
             break
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
@@ -132,13 +137,10 @@ def softmax_channels(card: Any) -> int | None:
 
 
 def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overlap: float, batch: int,
-             dev: torch.device, n_win: int, progress: Progress, swi: Any,
-             tile: dict[str, Any] | None = None) -> torch.Tensor:
-    """Logits [1, C, *volume.shape] (on the CPU) of MONAI's sliding window ``swi`` over ``volume`` (network
-    axis order): blending ``tile["mode"]`` (default Gaussian, ``sigma_scale`` 0.125), image padding
-    ``tile["padding_mode"]`` (default replicate; ``constant`` pads with 0 after normalisation, as MONAI's
-    default); autocast bf16/fp16 on CUDA; ``n_win`` windows for the progress."""
-    tile = tile or {}
+             dev: torch.device, n_win: int, progress: Progress, swi: Any) -> torch.Tensor:
+    """Logits [1, C, *volume.shape] (on the CPU) of MONAI's sliding window ``swi`` (blending and padding bound
+    by :func:`predict_probabilities`) over ``volume`` (network axis order); autocast bf16/fp16 on CUDA;
+    ``n_win`` windows for the progress."""
     net = net.to(dev).eval()
     x = torch.from_numpy(np.ascontiguousarray(volume))[None, None].to(dev)  # whole volume on the GPU: no per-window copy
     done = [0]
@@ -158,8 +160,7 @@ def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overl
 
     with torch.inference_mode():
         out = swi(x, roi_size=list(roi), sw_batch_size=batch, predictor=predictor, overlap=overlap,
-                  mode=str(tile.get("mode", "gaussian")), sigma_scale=float(tile.get("sigma_scale", 0.125)),
-                  padding_mode=str(tile.get("padding_mode", "replicate")), sw_device=dev, device=dev)
+                  sw_device=dev, device=dev)
     if isinstance(out, (tuple, list)):
         out = out[0]
     return torch.as_tensor(out).cpu()

@@ -123,7 +123,7 @@ def test_card_from_checkpoint_and_labels(model, tmp_path):
                                                                                       (64, 64, 64))
     assert card.intensity == {"kind": "range_sigmoid", "range_hu": BOUNDS}
     assert card.input["spacing_tolerance"] == [0.75, 1.25]
-    assert card.input["crop_foreground"] == {"above_hu": 0.0, "margin_voxels": 10, "box_grid": "input"}
+    assert card.input["crop_foreground"] == {"above_hu": 0.0, "margin_voxels": 10, "box_grid": "model"}
     assert card.input["tiling"]["overlap"] == 0.625 and card.input["tiling"]["padding_mode"] == "constant"
     assert card.label("Urinary bladder")["channel"] == 3 and card.label("Urinary bladder")["structure"] == "Bladder"
     assert card.label("Small Intestine")["structure"] == "Bowel" == card.label("Colon")["structure"]
@@ -172,8 +172,11 @@ def _test_ct(tmp_path):
     return path
 
 
-def _reference(model_dir, ct_file):
-    """The label map (x, y, z, as loaded) of SlicerMONAIAuto3DSeg's inference, rebuilt from MONAI transforms."""
+def _reference(model_dir, ct_file, box_grid):
+    """The label map (x, y, z, as loaded) of SlicerMONAIAuto3DSeg's inference, rebuilt from MONAI transforms:
+    ``box_grid`` ``input``: the current script (normalise, reorient, crop with the box of the image as loaded);
+    ``model``: the order of Auto3DSeg's own transforms and of the script before (reorient, crop on the
+    reoriented HU image, resample, normalise)."""
     from monai.bundle import ConfigParser
     from monai.data import decollate_batch, list_data_collate
     from monai.inferers import SlidingWindowInfererAdapt
@@ -196,19 +199,25 @@ def _reference(model_dir, ct_file):
     net = ConfigParser(config["network"]).get_parsed_content()
     net.load_state_dict(ckpt["state_dict"], strict=True)
     net.eval()
-    loaded = LoadImaged(keys=["image1"], ensure_channel_first=True, dtype=None, allow_missing_keys=True,
-                        image_only=False)({"image1": str(ct_file)})
     lo, hi = config["intensity_bounds"]
     pixdim = list(config["resample_resolution"])
-    inf = Compose([ConcatItemsd(keys=["image1"], name="image", dim=0),
-                   EnsureTyped(keys="image", data_type="tensor", dtype=torch.float, allow_missing_keys=True),
-                   ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=-1, b_max=1, clip=False),
-                   Lambdad(keys="image", func=lambda x: torch.sigmoid(x)),
-                   Orientationd(keys="image", axcodes="RAS"),
-                   CropForegroundd(keys="image", source_key="image1", margin=10, allow_smaller=True),
-                   Spacingd(keys=["image"], pixdim=pixdim, mode=["bilinear"], dtype=torch.float,
-                            min_pixdim=np.array(pixdim) * 0.75, max_pixdim=np.array(pixdim) * 1.25,
-                            allow_missing_keys=True)])
+    load = LoadImaged(keys=["image1"], ensure_channel_first=True, dtype=None, allow_missing_keys=True,
+                      image_only=False)
+    loaded = load({"image1": str(ct_file)})
+    normalise = [ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=-1, b_max=1, clip=False),
+                 Lambdad(keys="image", func=lambda x: torch.sigmoid(x))]
+    spacing = Spacingd(keys=["image"], pixdim=pixdim, mode=["bilinear"], dtype=torch.float,
+                       min_pixdim=np.array(pixdim) * 0.75, max_pixdim=np.array(pixdim) * 1.25, allow_missing_keys=True)
+    first = [ConcatItemsd(keys=["image1"], name="image", dim=0),
+             EnsureTyped(keys="image", data_type="tensor", dtype=torch.float, allow_missing_keys=True)]
+    orient = Orientationd(keys="image", axcodes="RAS")
+    if box_grid == "input":
+        ts = [*first, *normalise, orient,
+              CropForegroundd(keys="image", source_key="image1", margin=10, allow_smaller=True), spacing]
+    else:
+        ts = [*first, orient, CropForegroundd(keys="image", source_key="image", margin=10, allow_smaller=True),
+              spacing, *normalise]
+    inf = Compose(ts)
     batch = list_data_collate([inf([loaded])])
     data = batch["image"].as_subclass(torch.Tensor)
     inferer = SlidingWindowInfererAdapt(roi_size=config["roi_size"], sw_batch_size=1, overlap=0.625, mode="gaussian",
@@ -222,7 +231,9 @@ def _reference(model_dir, ct_file):
     return seg.cpu().numpy().astype(np.uint8), tuple(batch["image"].shape[2:])
 
 
-def test_fidelity_with_the_extensions_own_monai_inference(model, tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("box_grid", ["model", "input"])
+def test_fidelity_with_the_extensions_own_monai_inference(model, tmp_path, box_grid):
     from cervixtl.inference import predict_labels
     from cervixtl.io import read_ct
     from cervixtl.models.registry import Registry
@@ -234,22 +245,29 @@ def test_fidelity_with_the_extensions_own_monai_inference(model, tmp_path):
     reg = Registry(tmp_path / "reg")
     reg.add(pkg)
     card, net = reg.load("ts2-3mm")
+    card.input["crop_foreground"]["box_grid"] = box_grid  # "model" is the imported default
     ct = read_ct(ct_file)
     pred = predict_labels(ct, card, net, device="cpu", postprocess=False)
     ours = np.zeros(ct.array.shape, np.uint8)
     for lab in card.labels:
         ours[pred.masks[lab["name"]]] = int(lab["channel"])
-    ref, cropped = _reference(model, ct_file)
+    ref, cropped = _reference(model, ct_file, box_grid)
     ref = np.transpose(ref, (2, 1, 0))  # MONAI (x, y, z) as loaded -> (z, y, x)
     assert ref.shape == ours.shape == (48, 104, 108)
-    assert cropped == (103, 94, 48)  # the box of the image as loaded, applied after reorientation (x, y, z)
     counts = np.bincount(ref.ravel(), minlength=7) / ref.size
     agree = float((ref == ours).mean())
-    print(f"auto3dseg agreement {agree:.5f}; classes over 1 %: {int((counts > 0.01).sum())}, largest {counts.max():.3f}")
+    print(f"auto3dseg ({box_grid} box) agreement {agree:.5f}; classes over 1 %: {int((counts > 0.01).sum())}, "
+          f"largest {counts.max():.3f}")
     assert (counts[1:] > 0.01).sum() >= 3 and counts.max() < 0.8
-    # outside the crop box (mirrored by the reorientation: LPS x < 5, y >= 94, although y 94..99 is body)
-    for lab in (ref, ours):
-        assert lab[:, :, :5].max() == 0 and lab[:, 94:, :].max() == 0
+    body = ct.array > 0
+    if box_grid == "model":  # the box of the body (x 3..92, y 20..99 stored LPS) + 10 voxels, clipped
+        assert cropped == (103, 94, 48)
+        assert ref[:, :, 5:].max() > 0 and ref[:, 94:, :].max() > 0
+    else:  # the script's box, taken before reorientation, is mirrored in x and y: stored LPS x < 5 and
+        assert cropped == (103, 94, 48)  # y >= 94 are left out although y 94..99 is body
+        assert body[:, 94:, :].any()
+        for lab in (ref, ours):
+            assert lab[:, :, :5].max() == 0 and lab[:, 94:, :].max() == 0
     assert agree >= 0.99
 
 

@@ -16,7 +16,10 @@ From ``config`` (what the script reads):
 * ``orientation_ras`` -> card ``orientation`` ``RAS`` (else ``LPS``, the stored order of an axial DICOM CT the
   script is given as NRRD); MONAI arrays are channel-first (x, y, z) -> ``axis_order`` ``xyz``;
 * ``crop_foreground`` (default true) -> card ``crop_foreground``: voxels > 0 HU, 10-voxel margin, box taken
-  on the CT's own index grid (the script computes it on the image as loaded and crops the reoriented one);
+  on the reoriented CT (``box_grid`` ``model``), as Auto3DSeg's training and validation transforms and the
+  script before its multi-modal rewrite do. The current script takes the box on the image as loaded and
+  applies it after reorientation: for a CT stored LPS this mirrors the box in x and y and can cut body off
+  when the body is off-centre in the field of view; ``box_grid`` ``input`` reproduces that exactly;
 * ``resample_resolution`` -> ``spacing_mm`` (x, y, z) with ``spacing_tolerance`` [0.75, 1.25] (MONAI
   ``Spacingd`` ``min_pixdim`` / ``max_pixdim``: axes already within it are not resampled);
 * ``normalize_mode`` ``range`` / ``ct`` with ``intensity_bounds`` -> intensity kind ``range_sigmoid``;
@@ -241,7 +244,7 @@ def card_input(config: Mapping[str, Any]) -> dict[str, Any]:
         "patch_size": roi, "intensity": {"kind": "range_sigmoid", "range_hu": [lo, hi]}, "tiling": dict(_SLIDING),
         "resampling": "linear (MONAI Spacingd: bilinear; labels back by nearest neighbour)"}
     if config.get("crop_foreground", True):
-        out["crop_foreground"] = {"above_hu": 0.0, "margin_voxels": 10, "box_grid": "input"}
+        out["crop_foreground"] = {"above_hu": 0.0, "margin_voxels": 10, "box_grid": "model"}
     return out
 
 
