@@ -29,9 +29,10 @@ LABELS = [(1, "Colon", ("SCT", "71854001", "Colon"), None),
           (3, "Urinary bladder", ("SCT", "89837001", "Urinary bladder"), None),
           (4, "Sacrum", ("SCT", "54735007", "Sacrum"), None),
           (5, "Left Femur", ("SCT", "71341001", "Femur"), ("SCT", "7771000", "Left")),
-          (6, "Right Femur", ("SCT", "71341001", "Femur"), ("SCT", "24028007", "Right"))]
+          (6, "Right Femur", ("SCT", "71341001", "Femur"), ("SCT", "24028007", "Right")),
+          (7, "Left Iliopsoas muscle", ("SCT", "68455001", "Iliopsoas muscle"), ("SCT", "7771000", "Left"))]
 NET = {"_target_": "SegResNetDS", "init_filters": 8, "blocks_down": [1, 2, 2, 4], "norm": "INSTANCE_NVFUSER",
-       "in_channels": 1, "out_channels": 7, "dsdepth": 2}
+       "in_channels": 1, "out_channels": 8, "dsdepth": 2}
 BOUNDS = [-160.0, 240.0]
 
 
@@ -40,7 +41,7 @@ def _config() -> dict:
     return {"network": dict(NET), "roi_size": [64, 64, 64], "resample_resolution": [3.0, 3.0, 3.0],
             "normalize_mode": "range", "intensity_bounds": list(BOUNDS), "orientation_ras": True,
             "crop_foreground": True, "sigmoid": False, "modality": "ct", "bundle_root": "/models/whole-body-3mm",
-            "class_names": [n for _, n, _, _ in LABELS], "extra_modalities": {}, "output_classes": 7,
+            "class_names": [n for _, n, _, _ in LABELS], "extra_modalities": {}, "output_classes": 8,
             "loss": {"_target_": "DiceCELoss", "include_background": True, "softmax": True},
             "optimizer": {"_target_": "torch.optim.AdamW", "lr": 2e-4}, "amp": True, "channels_last": True,
             "infer": {"enabled": False, "ckpt_name": "$@bundle_root + '/model/model.pt'"}}
@@ -70,7 +71,7 @@ def _make_model(root, config=None, seed=0):
     with torch.no_grad():  # random weights strong enough that several classes win somewhere
         head = net.up_layers[-1].head
         head.weight.mul_(40.0)
-        head.bias.copy_(torch.randn(7))
+        head.bias.copy_(torch.randn(8))
     torch.save({"state_dict": net.state_dict(), "config": config, "epoch": 300,
                 "best_metric": np.float64(0.871)}, root / "model.pt")
     _write_labels(root / "labels.csv")
@@ -117,7 +118,7 @@ def test_card_from_checkpoint_and_labels(model, tmp_path):
     assert default_name(model, "monai_auto3dseg") == "auto3dseg-whole-body-3mm-v2.0.0"
     pkg, rep = import_source(model, tmp_path / "pkg", name="ts2-3mm")
     card, state = load_package(pkg)
-    assert rep["classes"] == 6 and card.architecture["name"] == "SegResNetDS"
+    assert rep["classes"] == 7 and card.architecture["name"] == "SegResNetDS"
     assert card.architecture["params"]["norm"] == "INSTANCE"
     assert (card.orientation, card.axis_order, card.spacing_mm, card.patch_size) == ("RAS", "xyz", (3.0, 3.0, 3.0),
                                                                                       (64, 64, 64))
@@ -128,6 +129,9 @@ def test_card_from_checkpoint_and_labels(model, tmp_path):
     assert card.label("Urinary bladder")["channel"] == 3 and card.label("Urinary bladder")["structure"] == "Bladder"
     assert card.label("Small Intestine")["structure"] == "Bowel" == card.label("Colon")["structure"]
     assert card.label("Left Femur")["structure"] == "FemoralHead_L"
+    psoas = card.label("Left Iliopsoas muscle")  # not a CervixTL structure: labels.csv's own DICOM codes
+    assert "structure" not in psoas and psoas["terminology"]["type"] == ["SCT", "68455001", "Iliopsoas muscle"]
+    assert psoas["terminology"]["typeModifier"] == ["SCT", "7771000", "Left"]
     assert card.training["source"] == {"kind": "monai_auto3dseg", "model": "whole-body-3mm-v2.0.0", "epoch": 300,
                                        "best_metric": 0.871}
     src = torch.load(model / "model.pt", weights_only=False)["state_dict"]  # our own test file
@@ -154,7 +158,7 @@ def test_checkpoints_needing_more_than_weights_and_bad_configs_are_refused(model
     with pytest.raises(ModelError, match="label"):
         import_source(bad, tmp_path / "p3", name="bad")
     (bad / "labels.csv").write_text("LabelValue,Name\n9,Colon\n", encoding="utf-8")
-    with pytest.raises(ModelError, match="1..6"):
+    with pytest.raises(ModelError, match="1..7"):
         import_source(bad, tmp_path / "p4", name="bad")
 
 
@@ -254,7 +258,7 @@ def test_fidelity_with_the_extensions_own_monai_inference(model, tmp_path, box_g
     ref, cropped = _reference(model, ct_file, box_grid)
     ref = np.transpose(ref, (2, 1, 0))  # MONAI (x, y, z) as loaded -> (z, y, x)
     assert ref.shape == ours.shape == (48, 104, 108)
-    counts = np.bincount(ref.ravel(), minlength=7) / ref.size
+    counts = np.bincount(ref.ravel(), minlength=8) / ref.size
     agree = float((ref == ours).mean())
     print(f"auto3dseg ({box_grid} box) agreement {agree:.5f}; classes over 1 %: {int((counts > 0.01).sum())}, "
           f"largest {counts.max():.3f}")
@@ -278,7 +282,7 @@ def test_zip_with_a_top_folder_imports_through_the_cli(model, tmp_path, capsys):
     archive = shutil.make_archive(str(tmp_path / "whole-body-3mm-v2.0.0"), "zip", model.parent, model.name)
     md = ["--models-dir", str(tmp_path / "reg")]
     assert main(["models", "import", archive, *md]) == 0
-    assert "monai_auto3dseg source: 6 classes, SegResNetDS" in capsys.readouterr().out
+    assert "monai_auto3dseg source: 7 classes, SegResNetDS" in capsys.readouterr().out
     card = Registry(tmp_path / "reg").card("auto3dseg-whole-body-3mm-v2.0.0")
     assert card.training["source"]["model"] == "whole-body-3mm-v2.0.0.zip:whole-body-3mm-v2.0.0"
     bad = tmp_path / "bad"

@@ -255,8 +255,10 @@ def _card_labels(labels: list[dict[str, Any]], smap: Mapping[str, str]) -> list[
     for i, lab in enumerate(labels):
         mapped = smap.get(lab["name"])
         term = structures.terminology(mapped) if mapped else None
-        if term is None and lab["codes"]:
+        if term is None and lab["codes"]:  # slicerio-style entry, Slicer's default contexts
             term = {"contextName": "Segmentation category and type - DICOM master list", **lab["codes"]}
+            if "anatomicRegion" in term:
+                term["anatomicContextName"] = "Anatomic codes - DICOM master list"
         entry: dict[str, Any] = {"channel": lab["value"], "name": lab["name"],
                                  "color": list(structures.color_of(mapped or lab["name"], i)), "terminology": term}
         if mapped:
