@@ -23,12 +23,29 @@ def test_every_catalogue_entry_matches_the_schema():
     jsonschema.validate(data, schema)
     names = {e["name"] for e in data["models"]}
     assert {"totalseg-291", "totalseg-292", "totalseg-294", "totalseg-297", "monai-wholebody-ct",
-            "monai-wholebody-ct-lowres"} <= names
+            "monai-wholebody-ct-lowres", "auto3dseg-ts2-whole-body", "auto3dseg-ts2-whole-body-3mm",
+            "auto3dseg-ts2-abdominal-organs", "monai-vista3d"} <= names
     for e in data["models"]:
         assert e["bytes"] > 0 and e["licence"], f"{e['name']}: a weight file needs a size and a licence"
         assert (e["trust"] == "publisher-hash") == (e["hash"] is not None or e["sha256"] is not None)
+        assert e["bytes_exact"] or e.get("size_note") or e["kind"] != "monai-bundle", e["name"]
         if not e["commercial_use"]:
             assert not e["offered_by_default"]
+        if e["kind"] == "monai-bundle" and e.get("importable", True):
+            assert "displayable_configs#highres" in e["bundle_overrides"], "which of the bundle's models"
+        for h in [] if e["hash"] is None else (e["hash"] if isinstance(e["hash"], list) else [e["hash"]]):
+            assert len(h["value"]) == {"md5": 32, "sha1": 40, "sha256": 64}[h["type"]], e["name"]
+    vista = next(e for e in data["models"] if e["name"] == "monai-vista3d")
+    assert not vista["commercial_use"] and not vista["offered_by_default"] and vista["importable"] is False
+    assert "monai-vista3d" not in {e["name"] for e in dl.read_catalogue()}
+
+
+def test_hidden_catalogue_model_is_refused_with_its_licence(tmp_path, capsys):
+    from cervixtl.cli import main
+
+    assert main(["models", "import", "monai-vista3d", "--models-dir", str(tmp_path / "reg")]) == 2
+    err = capsys.readouterr().err
+    assert "not offered by default" in err and "non-commercially" in err and "Traceback" not in err
 
 
 def test_non_commercial_entries_are_not_offered_by_default(tmp_path):

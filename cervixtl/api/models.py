@@ -91,6 +91,10 @@ def import_model(source: str, *, sha256: str | None = None, name: str | None = N
         card, detail = _import_source(reg, src, name=name, version=version, activate=activate)
         return _import_report(card, "source", activate, detail)
     entry = None if (dl.is_url(src) or Path(src).exists()) else dl.catalogue_entry(src)
+    hidden = None if entry or dl.is_url(src) or Path(src).exists() else dl.catalogue_entry(src, include_all=True)
+    if hidden is not None:
+        raise BadInput(f"{src}: catalogue model not offered by default ({hidden.get('licence')}); "
+                       f"{hidden.get('import_note') or 'download and import it yourself if your use is allowed'}")
     if entry is not None and entry.get("kind") not in (None, "cervixtl-package"):
         card, detail = _import_catalogue_source(reg, entry, name=name, version=version, activate=activate)
         return _import_report(card, "catalogue-source", activate, detail)

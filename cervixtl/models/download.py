@@ -234,10 +234,12 @@ def read_catalogue(path: str | os.PathLike | None = None, *, include_all: bool =
     return models if include_all else [e for e in models if e.get("offered_by_default", True)]
 
 
-def catalogue_entry(name: str, path: str | os.PathLike | None = None) -> dict[str, Any] | None:
-    """The catalogue entry ``name`` or ``name@version`` (newest listed when no version), or None."""
+def catalogue_entry(name: str, path: str | os.PathLike | None = None, *,
+                    include_all: bool = False) -> dict[str, Any] | None:
+    """The catalogue entry ``name`` or ``name@version`` (newest listed when no version), or None; entries not
+    offered by default only with ``include_all``."""
     n, _, v = name.partition("@")
-    hits = [e for e in read_catalogue(path) if e.get("name") == n and (not v or str(e.get("version")) == v)]
+    hits = [e for e in read_catalogue(path, include_all=include_all) if e.get("name") == n and (not v or str(e.get("version")) == v)]
     return hits[-1] if hits else None
 
 

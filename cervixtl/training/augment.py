@@ -1,13 +1,14 @@
 """Data augmentation: nnU-Net's set built from MONAI transforms, plus an anatomy-safe left-right mirror.
 
-Per patch (tensors [C, z, y, x]; MONAI's spatial axes are the array axes, so "range_x" of a MONAI rotation is
-about array axis 0 = z), each with its probability (:data:`DEFAULT_AUGMENTATION`, recorded in the card):
+Per patch (tensors [C, *axes] in the network's axis order, ``axis_order``: (z, y, x) for CervixTL's networks,
+(x, y, z) for MONAI bundles; MONAI's spatial axes are the array axes, so the larger "axial" rotation range is
+put on the array axis that is z), each with its probability (:data:`DEFAULT_AUGMENTATION`, recorded in the card):
 
 * rotation about all three axes and scaling (one :class:`monai.transforms.RandAffined` resample; labels
   bilinear then threshold 0.5), scale 0.7-1.4 as nnU-Net;
 * Gaussian noise, Gaussian blur, brightness (multiplicative), contrast (about the mean), gamma, simulation
   of low resolution (down- then up-sampling);
-* left-right mirror (array axis x) with ``*_L`` / ``*_R`` channels swapped: a mirrored patient is anatomically
+* left-right mirror (the array axis that is x) with ``*_L`` / ``*_R`` channels swapped: a mirrored patient is anatomically
   valid only with the sides renamed.
 
 Channels a case does not contour (-1 throughout) stay -1.
@@ -41,7 +42,11 @@ DEFAULT_AUGMENTATION: dict[str, Any] = {
 class Augmenter:
     """The transform chain of the module docstring, seeded once (``seed``) for reproducible runs."""
 
-    def __init__(self, swap: Sequence[int], settings: Mapping[str, Any] | None = None, seed: int = 0) -> None:
+    def __init__(self, swap: Sequence[int], settings: Mapping[str, Any] | None = None, seed: int = 0,
+                 axis_order: str = "zyx") -> None:
+        if sorted(axis_order) != ["x", "y", "z"]:
+            raise ValueError(f"axis order {axis_order!r} must be a permutation of xyz")
+        self.axis_order = axis_order
         self.settings = {**DEFAULT_AUGMENTATION, **(settings or {})}
         self.perm = torch.as_tensor(list(swap))
         self.rng = np.random.default_rng(seed)
@@ -64,7 +69,8 @@ class Augmenter:
         ax, ot = math.radians(rot["deg_axial"]), math.radians(rot["deg_other"])
         p_aff = 1.0 - (1.0 - rot["p"]) * (1.0 - sc["p"])
         lo, hi = sc["range"]
-        spatial = RandAffined(keys=("image", "label"), prob=p_aff, rotate_range=(ax, ot, ot),
+        ranges = tuple(ax if a == "z" else ot for a in self.axis_order)
+        spatial = RandAffined(keys=("image", "label"), prob=p_aff, rotate_range=ranges,
                               scale_range=(lo - 1.0, hi - 1.0), mode=("bilinear", "bilinear"),
                               padding_mode=("border", "zeros"), cache_grid=False)
         sig = s["blur"]["sigma"]
@@ -91,10 +97,11 @@ class Augmenter:
         return imgs, labs
 
     def one(self, img: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augment one patch ([1, z, y, x] image, [C, z, y, x] labels)."""
+        """Augment one patch ([1, *axes] image, [C, *axes] labels, axes in ``axis_order``)."""
         unknown = (lab < 0).flatten(1).all(dim=1)
         if self.rng.random() < self.settings["mirror_lr"]["p"]:
-            img, lab = torch.flip(img, dims=[-1]), torch.flip(lab, dims=[-1])[self.perm]
+            x_dim = 1 + self.axis_order.index("x")
+            img, lab = torch.flip(img, dims=[x_dim]), torch.flip(lab, dims=[x_dim])[self.perm]
             unknown = unknown[self.perm]
         out = self.spatial({"image": img, "label": lab.clamp(min=0)})
         img = torch.as_tensor(out["image"]).float()
@@ -105,8 +112,8 @@ class Augmenter:
 
 
 def augment(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, swap: Sequence[int],
-            *, max_rotation_deg: float | None = None,
-            scale_range: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            *, max_rotation_deg: float | None = None, scale_range: float | None = None,
+            axis_order: str = "zyx") -> tuple[torch.Tensor, torch.Tensor]:
     """One-off augmentation of a batch with a new :class:`Augmenter` seeded from ``rng``;
     ``max_rotation_deg`` / ``scale_range`` = 0 switch rotation / scaling off (for tests)."""
     settings: dict[str, Any] = {}
@@ -114,4 +121,4 @@ def augment(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator
         settings["rotate"] = {**DEFAULT_AUGMENTATION["rotate"], "p": 0.0}
     if scale_range == 0:
         settings["scale"] = {**DEFAULT_AUGMENTATION["scale"], "p": 0.0}
-    return Augmenter(swap, settings, seed=int(rng.integers(2**31)))(images, labels)
+    return Augmenter(swap, settings, seed=int(rng.integers(2**31)), axis_order=axis_order)(images, labels)

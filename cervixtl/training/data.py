@@ -24,10 +24,11 @@ __all__ = ["PreparedCase", "prepare_case", "sample_patch", "sample_batch", "lr_s
 
 @dataclass
 class PreparedCase:
-    """A case on the model grid: ``image`` (z, y, x) float32 (normalised as the card says), ``labels``
-    (C, z, y, x) uint8 (0/1, or :data:`UNKNOWN` in every voxel of a structure the case does not contour),
-    ``missing`` = those label names, ``case_id``; ``ct`` / ``seg`` keep the original CT (HU) and contours so
-    that validation runs the production pipeline on the CT's own grid."""
+    """A case on the model grid, in the network's axis order (``axis_order``: ``"zyx"`` for CervixTL's own
+    networks, ``"xyz"`` for a MONAI bundle, a transpose for an nnU-Net plan): ``image`` float32 (normalised as
+    the card says), ``labels`` (C, *axes) uint8 (0/1, or :data:`UNKNOWN` in every voxel of a structure the
+    case does not contour), ``missing`` = those label names, ``case_id``; ``ct`` / ``seg`` keep the original CT
+    (HU) and contours so that validation runs the production pipeline on the CT's own grid."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -35,16 +36,20 @@ class PreparedCase:
     case_id: str = ""
     ct: Image | None = None
     seg: Segmentation | None = None
+    axis_order: str = "zyx"
 
 
 def prepare_case(ct: Image, seg: Segmentation, card: Any, case_id: str = "") -> PreparedCase:
     """Resample a CT (HU) exactly as inference does and each card label's mask onto the same grid (linear
-    interpolation of 0/1, threshold 0.5). Structures the case lacks are :data:`UNKNOWN` channels.
+    interpolation of 0/1, threshold 0.5), then permute both to the card's network axis order (as
+    :func:`cervixtl.inference.predict_labels` feeds the network). Structures the case lacks are
+    :data:`UNKNOWN` channels.
 
     Raises:
         GeometryMismatch: the contours are not on the CT grid.
     """
     from ..inference import prepare_input
+    from ..tiling import to_network_axes
 
     ct.require_same_geometry(seg.grid, f"contours of case {case_id or '?'}")
     vol, work = prepare_input(ct, card)
@@ -58,7 +63,11 @@ def prepare_case(ct: Image, seg: Segmentation, card: Any, case_id: str = "") -> 
             continue
         res = resample_to_reference(ct.with_array(s.mask.astype(np.float32)), work, default=0.0)
         labels[c] = res.array >= 0.5
-    return PreparedCase(np.ascontiguousarray(vol, dtype=np.float32), labels, missing, case_id, ct, seg)
+    order = str(getattr(card, "axis_order", "zyx"))
+    if order != "zyx":
+        perm = [0] + [1 + "zyx".index(a) for a in order]
+        vol, labels = to_network_axes(vol, order), np.ascontiguousarray(np.transpose(labels, perm))
+    return PreparedCase(np.ascontiguousarray(vol, dtype=np.float32), labels, missing, case_id, ct, seg, order)
 
 
 def foreground_masks(cases: Sequence[tuple[str, Image, Segmentation]]) -> list[np.ndarray]:
@@ -81,7 +90,8 @@ def _pad_to(arr: np.ndarray, patch: Sequence[int], value: float = 0.0) -> np.nda
 
 def sample_patch(case: PreparedCase, patch: Sequence[int], rng: np.random.Generator,
                  pos_fraction: float = 0.67) -> tuple[np.ndarray, np.ndarray]:
-    """One (image [1, z, y, x], labels [C, z, y, x]) patch of size ``patch`` (voxels, (z, y, x)); with
+    """One (image [1, *axes], labels [C, *axes]) patch of size ``patch`` (voxels, in the case's
+    ``axis_order``, as the card's ``patch_size``); with
     probability ``pos_fraction`` centred on a random voxel of a random non-empty label (every structure is
     drawn equally often, so small ones are seen), else anywhere. Labels keep :data:`UNKNOWN` channels."""
     img = _pad_to(case.image, patch, float(case.image.min()) if case.image.size else 0.0)

@@ -312,7 +312,8 @@ def setup_run(net: torch.nn.Module, card: Any, train_cases: Sequence[PreparedCas
 
         model = DDP(net, device_ids=[local_rank] if device.type == "cuda" else None,
                     find_unused_parameters=any(not p.requires_grad for p in net.parameters()))
-    aug = Augmenter(lr_swap_pairs(card.label_names), seed=config.seed + 7919 * rank) if config.augment else None
+    aug = (Augmenter(lr_swap_pairs(card.label_names), seed=config.seed + 7919 * rank,
+                     axis_order=str(getattr(card, "axis_order", "zyx"))) if config.augment else None)
     spe = int(config.steps_per_epoch or max(8, 4 * len(train_cases)))
     run = Run(net, model, card, config, list(train_cases), list(val_cases) or list(train_cases), device,
               make_optimizer(net, config, new_parameters), make_loss(card, config.focal, config.batch_dice), aug,

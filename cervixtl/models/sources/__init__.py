@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,9 @@ def default_name(source: str | os.PathLike, kind: str) -> str:
 
 
 def import_source(source: str | os.PathLike, dest_dir: str | os.PathLike, *, name: str, version: str = "1",
-                  kind: str | None = None) -> tuple[Path, dict[str, Any]]:
-    """Convert a foreign source (see the module docstring) into a package folder ``dest_dir``.
+                  kind: str | None = None, options: Mapping[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Convert a foreign source (see the module docstring) into a package folder ``dest_dir``; ``options``:
+    a MONAI bundle's config overrides (:func:`cervixtl.models.sources.monai_bundle.read_bundle`).
 
     Raises:
         ModelError: not a source CervixTL can read, or the conversion failed (one line).
@@ -97,7 +99,7 @@ def import_source(source: str | os.PathLike, dest_dir: str | os.PathLike, *, nam
     if kind == "monai_bundle":
         from .monai_bundle import import_bundle
 
-        return import_bundle(source, dest_dir, name=name, version=version)
+        return import_bundle(source, dest_dir, name=name, version=version, overrides=options)
     if kind == "monai_auto3dseg":
         from .auto3dseg import import_auto3dseg
 

@@ -2,9 +2,10 @@
 
 A TotalSegmentator entry is a zip of an nnU-Net results folder; a MONAI entry is a bundle zip. The archive is
 downloaded with :func:`cervixtl.models.download.download` (resumable, verified), unpacked member by member
-into a temporary folder (absolute paths, ``..`` and links refused) and converted. Where the publisher gives a
-hash of a file inside the archive (MONAI ``large_files.yml`` MD5 of ``models/model.pt``) it is checked after
-unpacking. Where none is published, the SHA-256 of the first download is recorded in the card
+into a temporary folder (absolute paths, ``..`` and links refused) and converted. Every hash the publisher
+gives is checked: of the archive itself (``"of": "archive"``, e.g. the SHA-1 in MONAI's ``model_info.json``)
+before unpacking, of a file inside it (MONAI ``large_files.yml`` MD5 of ``models/model.pt``) after unpacking.
+Where none is published, the SHA-256 of the first download is recorded in the card
 (``training.source.download``, ``"trust": "trust-on-first-use"``).
 """
 
@@ -18,17 +19,45 @@ from typing import Any
 
 from ...errors import ModelError
 
-__all__ = ["import_catalogue_source", "SOURCE_KINDS"]
+__all__ = ["import_catalogue_source", "SOURCE_KINDS", "HASH_TYPES", "file_digest", "publisher_hashes"]
 
-SOURCE_KINDS = ("totalsegmentator-nnunet", "nnunet", "monai-bundle")
+SOURCE_KINDS = ("totalsegmentator-nnunet", "nnunet", "monai-bundle", "monai-auto3dseg")
+#: Catalogue kind -> :func:`cervixtl.models.sources.import_source` kind.
+_SPEC_KINDS = {"nnunet": "nnunet", "monai-bundle": "monai_bundle", "monai-auto3dseg": "monai_auto3dseg"}
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
+#: Hash types a catalogue entry may publish (``hash.type``).
+HASH_TYPES = ("sha256", "sha1", "md5")
+
+
+def file_digest(path: Path, kind: str) -> str:
+    """Hex digest ``kind`` (:data:`HASH_TYPES`) of a file, read in 1 MiB blocks."""
+    if kind not in HASH_TYPES:
+        raise ModelError(f"unsupported hash type {kind!r} (use {', '.join(HASH_TYPES)})")
+    h = hashlib.new(kind, usedforsecurity=False)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def publisher_hashes(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The entry's published hashes as a list (``hash`` is null, one object, or a list of objects)."""
+    pub = entry.get("hash")
+    return [] if not pub else [dict(h) for h in (pub if isinstance(pub, list) else [pub])]
+
+
+def _check_hash(h: Mapping[str, Any], archive: Path, root: Path, name: Any) -> None:
+    """Raise :class:`ModelError` unless ``archive`` (``of == "archive"``) or the unpacked member ``of`` has the
+    published digest."""
+    of = str(h.get("of") or "archive")
+    if of == "archive":
+        target: Path | None = archive
+    else:
+        target = next((p for p in root.rglob(Path(of).name) if p.as_posix().endswith(of)), None)
+    if target is None or file_digest(target, str(h.get("type"))) != str(h.get("value", "")).lower():
+        raise ModelError(f"{name}: {of} does not match the publisher's {str(h.get('type')).upper()} "
+                         f"({h.get('source')}); not imported")
 
 
 def import_catalogue_source(entry: Mapping[str, Any], work: str | os.PathLike, dest_dir: str | os.PathLike, *,
@@ -49,37 +78,48 @@ def import_catalogue_source(entry: Mapping[str, Any], work: str | os.PathLike, d
     kind = str(entry.get("kind"))
     if kind not in SOURCE_KINDS:
         raise ModelError(f"catalogue entry {entry.get('name')}: kind {kind!r} is not a source model")
+    if entry.get("importable") is False:
+        raise ModelError(f"catalogue entry {entry.get('name')}: {entry.get('import_note') or 'not importable'}")
     work = Path(work)
     archive = download(url or str(entry["url"]), work / "source.zip", entry.get("sha256"), progress=progress)
-    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
-    unpack_archive(archive, work / "unpacked")
+    sha = file_digest(archive, "sha256")
+    pubs = publisher_hashes(entry)
     root = work / "unpacked"
-    pub = entry.get("hash")
-    if pub and pub.get("type") == "md5" and pub.get("of"):
-        inner = next((p for p in root.rglob(Path(pub["of"]).name) if p.as_posix().endswith(pub["of"])), None)
-        if inner is None or _md5(inner) != str(pub["value"]).lower():
-            raise ModelError(f"{entry.get('name')}: {pub['of']} does not match the publisher's MD5 ({pub['source']})")
-    if kind == "monai-bundle":
-        cands = [p.parent.parent for p in root.rglob("inference.json") if p.parent.name == "configs"]
-        src = cands[0] if cands else root
-        pkg, report = import_source(src, dest_dir, name=name, version=version, kind="monai_bundle")
-    else:
+    for h in (h for h in pubs if str(h.get("of") or "archive") == "archive"):
+        _check_hash(h, archive, root, entry.get("name"))
+    unpack_archive(archive, root)
+    for h in (h for h in pubs if str(h.get("of") or "archive") != "archive"):
+        _check_hash(h, archive, root, entry.get("name"))
+    if kind == "totalsegmentator-nnunet":
+        from . import structure_map
+        from .nnunet import import_nnunet
+
         folder = entry.get("model_folder")
         src = root / folder if folder and (root / folder).is_dir() else root
-        spec_kind = "nnunet"
-        if kind == "totalsegmentator-nnunet":
-            from . import structure_map
-            from .nnunet import import_nnunet
-
-            pkg, report = import_nnunet(src, dest_dir, name=name, version=version, orientation="RAS",
-                                        source={"kind": "totalsegmentator", "catalogue": entry.get("name")},
-                                        structure_map=structure_map())
-        else:
-            pkg, report = import_source(src, dest_dir, name=name, version=version, kind=spec_kind)
-    trust = "publisher-hash" if (entry.get("sha256") or pub) else "trust-on-first-use"
+        pkg, report = import_nnunet(src, dest_dir, name=name, version=version, orientation="RAS",
+                                    source={"kind": "totalsegmentator", "catalogue": entry.get("name")},
+                                    structure_map=structure_map())
+    else:
+        spec_kind = _SPEC_KINDS[kind]
+        pkg, report = import_source(_unpacked_root(root, spec_kind, entry.get("model_folder")), dest_dir,
+                                    name=name, version=version, kind=spec_kind,
+                                    options=entry.get("bundle_overrides"))
+    trust = "publisher-hash" if (entry.get("sha256") or pubs) else "trust-on-first-use"
     _record_download(Path(pkg), {"url": url or entry["url"], "sha256": sha, "trust": trust,
-                                 "publisher_hash": pub})
+                                 "publisher_hash": pubs or None})
     return Path(pkg), {**report, "download_sha256": sha, "trust": trust}
+
+
+def _unpacked_root(root: Path, spec_kind: str, folder: Any) -> Path:
+    """The folder of an unpacked archive that holds the source: ``model_folder`` when the entry names one,
+    else the first of the root and its sub-folders (two levels) that :func:`source_kind` recognises."""
+    from . import source_kind
+
+    if folder and (root / str(folder)).is_dir():
+        return root / str(folder)
+    cands = [root, *sorted(p for p in root.iterdir() if p.is_dir()),
+             *sorted(p for p in root.glob("*/*") if p.is_dir())]
+    return next((c for c in cands if source_kind(c) == spec_kind), root)
 
 
 def _record_download(pkg: Path, info: dict[str, Any]) -> None:

@@ -106,8 +106,12 @@ def _transform(transforms: list[Mapping[str, Any]], name: str) -> Mapping[str, A
     return None
 
 
-def read_bundle(folder: str | os.PathLike) -> dict[str, Any]:
+def read_bundle(folder: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything CervixTL needs from a bundle folder: architecture, params, weights file, card input, labels.
+
+    ``overrides``: config values set before anything is read, as the bundle's own ``--key value`` options
+    (e.g. ``{"displayable_configs#highres": True}`` selects wholeBody's 1.5 mm model and its weights). Values
+    must be JSON literals (numbers, strings, booleans, lists, objects); a ``$`` expression is refused.
 
     Raises:
         ModelError: missing files, unsupported network or transforms, unsafe expressions.
@@ -120,6 +124,10 @@ def read_bundle(folder: str | os.PathLike) -> dict[str, Any]:
     parser = ConfigParser()
     try:
         parser.read_config(str(root / "configs" / "inference.json"))
+        for key, value in (overrides or {}).items():
+            if isinstance(value, str) and value.startswith(("$", "@", "%")):
+                raise ModelError(f"bundle override {key}: {value!r} is an expression, not a value")
+            parser[str(key)] = value
         meta = json.loads((root / "configs" / "metadata.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{root}: unreadable bundle config ({exc})") from None
@@ -156,9 +164,10 @@ def read_bundle(folder: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def import_bundle(path: str | os.PathLike, dest_dir: str | os.PathLike, *, name: str, version: str = "1"
-                  ) -> tuple[Path, dict[str, Any]]:
-    """Convert a MONAI bundle folder or zip into a CervixTL package (safetensors weights, card from the config).
+def import_bundle(path: str | os.PathLike, dest_dir: str | os.PathLike, *, name: str, version: str = "1",
+                  overrides: Mapping[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Convert a MONAI bundle folder or zip into a CervixTL package (safetensors weights, card from the config;
+    ``overrides`` as :func:`read_bundle`).
 
     Raises:
         ModelError: see :func:`read_bundle`; weights that do not fit the network.
@@ -172,7 +181,7 @@ def import_bundle(path: str | os.PathLike, dest_dir: str | os.PathLike, *, name:
             inner = [c.parent.parent for c in Path(tmp).rglob("inference.json") if c.parent.name == "configs"]
             if not inner:
                 raise ModelError(f"{p}: zip holds no configs/inference.json")
-            return import_bundle(inner[0], dest_dir, name=name, version=version)
+            return import_bundle(inner[0], dest_dir, name=name, version=version, overrides=overrides)
     from ..card import ModelCard
     from ..networks import build_from_params
     from ..package import save_package
@@ -180,7 +189,7 @@ def import_bundle(path: str | os.PathLike, dest_dir: str | os.PathLike, *, name:
     from . import structure_map
     from .nnunet import _card_labels
 
-    info = read_bundle(p)
+    info = read_bundle(p, overrides)
     if info["input"]["orientation"] not in ("RAS", "LPS"):
         raise ModelError(f"{p}: bundle orientation {info['input']['orientation']!r} is not RAS or LPS")
     net = build_from_params(info["architecture"], info["params"])
@@ -195,6 +204,6 @@ def import_bundle(path: str | os.PathLike, dest_dir: str | os.PathLike, *, name:
         labels=_card_labels(info["labels"], structure_map()), output="softmax", input=info["input"],
         derivation=f"imported from MONAI bundle {info['name']} {info['version']} ({info['weights'].name})",
         training={"source": {"kind": "monai_bundle", "bundle": info["name"], "bundle_version": info["version"],
-                             "weights": info["weights"].name}},
+                             "weights": info["weights"].name, "overrides": dict(overrides or {})}},
         intended_use="transfer-learning source model (and zero-shot organ proposals for expert review)")
     return save_package(dest_dir, card, net.state_dict()), {"tensors": len(state), "classes": len(info["labels"])}
