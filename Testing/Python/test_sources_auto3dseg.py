@@ -291,3 +291,38 @@ def test_zip_with_a_top_folder_imports_through_the_cli(model, tmp_path, capsys):
     assert main(["models", "import", str(bad), "--name", "bad", *md]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cervixtl: error:") and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_finetune_from_an_auto3dseg_source_keeps_organ_rows_and_contours(tmp_path):
+    """SegResNetDS fine-tuning: deep-supervision outputs in training mode, the encoder frozen by name, the TS2
+    rows kept under CervixTL's names (Urinary bladder -> Bladder, Left / Right Femur -> FemoralHead_L / _R)."""
+    from cervixtl.inference import run_contour
+    from cervixtl.models.registry import Registry
+    from cervixtl.models.sources import import_source
+    from cervixtl.phantom import make_phantom
+    from cervixtl.training import TrainConfig
+    from cervixtl.training.finetune import finetune
+
+    config = {**_config(), "roi_size": [32, 32, 32], "resample_resolution": [4.0, 4.0, 4.0]}
+    reg = Registry(tmp_path / "reg")
+    pkg, _ = import_source(_make_model(tmp_path / "whole-body-4mm", config), tmp_path / "pkg", name="a3d-src")
+    reg.add(pkg)
+    cases = [(f"p{i}", *make_phantom(100 + i, "A")) for i in range(2)]
+    cfg = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=1, device="cpu", seed=1, freeze="encoder")
+    card = finetune("a3d-src", cases, "cervix-a3d", config=cfg, registry=reg,
+                    labels=["Bladder", "FemoralHead_L", "FemoralHead_R"], targets=["GTV", "CTV", "PTV"])
+    assert card.output == "softmax+sigmoid" and card.architecture["name"] == "SegResNetDS"
+    assert card.axis_order == "xyz" and card.intensity["kind"] == "range_sigmoid"
+    _, src_net = reg.load("a3d-src")
+    new_card, new_net = reg.load("cervix-a3d")
+    head = "up_layers.2.head.weight"  # the full-resolution head (blocks_down 1-2-2-4: three up levels)
+    w_src, w_new = src_net.state_dict()[head], new_net.state_dict()[head]
+    assert w_new.shape[0] == 7
+    for new_c, src_c in ((1, 3), (2, 5), (3, 6)):
+        assert torch.corrcoef(torch.stack([w_new[new_c].ravel(), w_src[src_c].ravel()]))[0, 1] > 0.9
+    enc = "encoder.conv_init.weight"
+    assert torch.equal(new_net.state_dict()[enc], src_net.state_dict()[enc])
+    res = run_contour(cases[0][1], new_card, new_net, device="cpu", fast=True)
+    names = [s.name for s in res.segmentation.segments]
+    assert names[:3] == ["GTV", "CTV", "PTV"] and "Bladder" in names

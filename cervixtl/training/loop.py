@@ -151,6 +151,8 @@ def train_step(run: Run) -> float:
     lr = set_learning_rate(run)
     with torch.autocast(device_type=run.device.type, dtype=torch.bfloat16, enabled=run.amp):
         logits = run.model(x)
+    if isinstance(logits, (list, tuple)):  # deep supervision in training mode (SegResNetDS): full resolution
+        logits = logits[0]
     loss = run.loss_fn(logits.float(), y)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
