@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -326,3 +327,30 @@ def test_finetune_from_an_auto3dseg_source_keeps_organ_rows_and_contours(tmp_pat
     res = run_contour(cases[0][1], new_card, new_net, device="cpu", fast=True)
     names = [s.name for s in res.segmentation.segments]
     assert names[:3] == ["GTV", "CTV", "PTV"] and "Bladder" in names
+
+
+def test_catalogue_entry_downloads_and_imports_the_zip(model, tmp_path):
+    """The catalogue's TS2 3 mm entry, its zip (top folder = the model folder) served on 127.0.0.1."""
+    import http.server
+    import json
+    import threading
+
+    from cervixtl.models.card import ModelCard
+    from cervixtl.models.sources.catalogue import import_catalogue_source
+    from cervixtl.resources import resources_dir
+    from test_catalogue_download import _RangeHandler
+
+    entries = json.loads((resources_dir() / "Models.json").read_text(encoding="utf-8"))["models"]
+    entry = next(e for e in entries if e["name"] == "auto3dseg-ts2-whole-body-3mm")
+    archive = shutil.make_archive(str(tmp_path / "whole-body-3mm-v2.0.0"), "zip", model.parent, model.name)
+    _RangeHandler.payload = Path(archive).read_bytes()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/whole-body-3mm-v2.0.0.zip"
+        pkg, report = import_catalogue_source(entry, tmp_path / "work", tmp_path / "pkg", name="ts2-3mm", url=url)
+    finally:
+        httpd.shutdown()
+    card = ModelCard.read(pkg)
+    assert report["classes"] == 7 and card.architecture["name"] == "SegResNetDS"
+    assert card.training["source"]["kind"] == "monai_auto3dseg" and card.label("Urinary bladder")["structure"] == "Bladder"
