@@ -35,8 +35,9 @@ def window_settings(card: Any, shape_zyx: Sequence[int], *, fast: bool, device: 
 
     Windows are always the card's training patch: with group/instance normalisation a network's output depends
     on the window content, so larger windows than trained on can fail (seen with the demo model on a wide
-    field of view). Normal: overlap 0.25 (or given), batch 1 on CPU / 4 on GPU. Fast: overlap 0 (or given),
-    batch 4.
+    field of view). Normal: overlap 0.25 (or given; a MONAI source card's ``tiling.overlap``, e.g. 0.625 for
+    Auto3DSeg), batch 1 on CPU / 4 on GPU. Fast: overlap 0 (or given), batch 4. A MONAI source's blending
+    ``mode``, ``sigma_scale`` and ``padding_mode`` are passed on as ``tiling``.
     """
     roi = list(card.patch_size)  # the training patch: group/instance norms make larger windows unsafe
     tiling = dict((getattr(card, "input", None) or {}).get("tiling") or {})
