@@ -37,12 +37,12 @@ import math
 import os
 import re
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ...errors import BadInput, ModelError
+from .monai_bundle import zip_names
 
 __all__ = ["NETWORKS", "NETWORK_ARGS", "is_auto3dseg", "find_model_dir", "read_checkpoint", "read_labels",
            "network_params", "card_input", "import_auto3dseg"]
@@ -72,12 +72,8 @@ def is_auto3dseg(path: str | os.PathLike) -> bool:
     p = Path(path)
     if p.is_dir():
         return len(_model_dirs(p)) == 1
-    if p.is_file() and zipfile.is_zipfile(p):
-        try:
-            with zipfile.ZipFile(p) as zf:
-                names = zf.namelist()
-        except (zipfile.BadZipFile, OSError):
-            return False
+    names = zip_names(p)
+    if names is not None:
         dirs = {n[: -len("labels.csv")] for n in names if n == "labels.csv" or n.endswith("/labels.csv")}
         return any(d + "model.pt" in names for d in dirs)
     return False
@@ -107,22 +103,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ModelError: unreadable, needs a global outside the allow-list (never unpickled fully), or not an
             Auto3DSeg checkpoint.
     """
-    import torch
-
-    from .nnunet import NUMPY_GLOBALS
+    from .nnunet import load_allowlisted
 
     p = Path(path)
-    try:
-        with torch.serialization.safe_globals(NUMPY_GLOBALS):
-            obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...
-        text = str(exc)
-        m = re.search(r"GLOBAL ([\w.]+)", text)
-        if m:
-            raise ModelError(f"{p}: the checkpoint needs {m.group(1)}, which is not on CervixTL's allow-list "
-                             "(tensors, numpy scalars/arrays/dtypes); refused, not unpickled") from None
-        first = text.splitlines()[0][:160] if text else type(exc).__name__
-        raise ModelError(f"{p}: not a readable MONAI Auto3DSeg checkpoint ({first})") from None
+    obj = load_allowlisted(p, "MONAI Auto3DSeg checkpoint")
     if not isinstance(obj, Mapping) or not isinstance(obj.get("state_dict"), Mapping) \
             or not isinstance(obj.get("config"), Mapping):
         raise ModelError(f"{p}: not a MONAI Auto3DSeg checkpoint (needs 'state_dict' and 'config')")

@@ -34,17 +34,24 @@ _ALLOWED_AST = (ast.Expression, ast.IfExp, ast.Constant, ast.List, ast.Tuple, as
                 ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.Compare, ast.Eq, ast.NotEq)
 
 
+def zip_names(path: Path) -> list[str] | None:
+    """The member names of a zip file, or None when ``path`` is not a readable zip."""
+    if not (path.is_file() and zipfile.is_zipfile(path)):
+        return None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+
+
 def is_bundle(path: str | os.PathLike) -> bool:
     """True for a MONAI bundle folder or a zip holding ``configs/inference.json`` + ``configs/metadata.json``."""
     p = Path(path)
     if p.is_dir():
         return (p / "configs" / "inference.json").is_file() and (p / "configs" / "metadata.json").is_file()
-    if p.is_file() and zipfile.is_zipfile(p):
-        try:
-            with zipfile.ZipFile(p) as zf:
-                names = zf.namelist()
-        except (zipfile.BadZipFile, OSError):
-            return False
+    names = zip_names(p)
+    if names is not None:
         return any(n.endswith("configs/inference.json") for n in names) and any(
             n.endswith("configs/metadata.json") for n in names)
     return False

@@ -117,16 +117,17 @@ def checkpoint_path(folder: Path, fold: str | int | None = None, name: str = "ch
     raise ModelError(f"{folder}: no {'fold_' + str(fold) if fold is not None else 'fold_N'}/{name}")
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """An nnU-Net checkpoint dict, read with ``weights_only=True`` and only :data:`NUMPY_GLOBALS` allowed.
+def load_allowlisted(path: str | os.PathLike, what: str) -> Any:
+    """``torch.load(weights_only=True)`` with only :data:`NUMPY_GLOBALS` allowed besides tensors and builtins.
 
     Raises:
-        ModelError: unreadable, or needs a global outside the allow-list (never unpickled fully).
+        ModelError: unreadable (``what`` names the expected kind of file), or needs a global outside the
+            allow-list (never unpickled fully).
     """
     p = Path(path)
     try:
         with torch.serialization.safe_globals(NUMPY_GLOBALS):
-            obj = torch.load(str(p), map_location="cpu", weights_only=True)
+            return torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...
         text = str(exc)
         m = re.search(r"GLOBAL ([\w.]+)", text)
@@ -134,7 +135,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise ModelError(f"{p}: the checkpoint needs {m.group(1)}, which is not on CervixTL's allow-list "
                              "(tensors, numpy scalars/arrays/dtypes); refused, not unpickled") from None
         first = text.splitlines()[0][:160] if text else type(exc).__name__
-        raise ModelError(f"{p}: not a readable nnU-Net checkpoint ({first})") from None
+        raise ModelError(f"{p}: not a readable {what} ({first})") from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """An nnU-Net checkpoint dict, read by :func:`load_allowlisted`.
+
+    Raises:
+        ModelError: unreadable, needs a global outside the allow-list, or not an nnU-Net v2 checkpoint.
+    """
+    p = Path(path)
+    obj = load_allowlisted(p, "nnU-Net checkpoint")
     if not isinstance(obj, Mapping) or not isinstance(obj.get("network_weights"), Mapping):
         raise ModelError(f"{p}: not an nnU-Net v2 checkpoint (no 'network_weights')")
     return dict(obj)
