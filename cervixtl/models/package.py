@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,13 +27,31 @@ CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
+#: Hash types :func:`file_digests` computes (the ones model publishers give).
+HASH_TYPES = ("sha256", "sha1", "md5")
+
+
+def file_digests(path: str | os.PathLike, kinds: Iterable[str], chunk: int = 1 << 20) -> dict[str, str]:
+    """Hex digests ``{kind: digest}`` of a file's bytes for each of ``kinds`` (:data:`HASH_TYPES`), in one read.
+
+    Raises:
+        ModelError: a kind that is not one of :data:`HASH_TYPES`.
+    """
+    wanted = sorted(set(kinds))
+    bad = [k for k in wanted if k not in HASH_TYPES]
+    if bad:
+        raise ModelError(f"unsupported hash type {bad[0]!r} (use {', '.join(HASH_TYPES)})")
+    hs = {k: hashlib.new(k, usedforsecurity=False) for k in wanted}
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+            for h in hs.values():
+                h.update(block)
+    return {k: h.hexdigest() for k, h in hs.items()}
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return file_digests(path, ("sha256",), chunk)["sha256"]
 
 
 def _plain_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -11,34 +11,19 @@ Where none is published, the SHA-256 of the first download is recorded in the ca
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ...errors import ModelError
+from ..package import file_digests
 
-__all__ = ["import_catalogue_source", "SOURCE_KINDS", "HASH_TYPES", "file_digest", "publisher_hashes"]
+__all__ = ["import_catalogue_source", "SOURCE_KINDS", "publisher_hashes"]
 
 SOURCE_KINDS = ("totalsegmentator-nnunet", "nnunet", "monai-bundle", "monai-auto3dseg")
 #: Catalogue kind -> :func:`cervixtl.models.sources.import_source` kind.
 _SPEC_KINDS = {"nnunet": "nnunet", "monai-bundle": "monai_bundle", "monai-auto3dseg": "monai_auto3dseg"}
-
-
-#: Hash types a catalogue entry may publish (``hash.type``).
-HASH_TYPES = ("sha256", "sha1", "md5")
-
-
-def file_digest(path: Path, kind: str) -> str:
-    """Hex digest ``kind`` (:data:`HASH_TYPES`) of a file, read in 1 MiB blocks."""
-    if kind not in HASH_TYPES:
-        raise ModelError(f"unsupported hash type {kind!r} (use {', '.join(HASH_TYPES)})")
-    h = hashlib.new(kind, usedforsecurity=False)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def publisher_hashes(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -47,17 +32,24 @@ def publisher_hashes(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [] if not pub else [dict(h) for h in (pub if isinstance(pub, list) else [pub])]
 
 
-def _check_hash(h: Mapping[str, Any], archive: Path, root: Path, name: Any) -> None:
-    """Raise :class:`ModelError` unless ``archive`` (``of == "archive"``) or the unpacked member ``of`` has the
-    published digest."""
-    of = str(h.get("of") or "archive")
-    if of == "archive":
-        target: Path | None = archive
-    else:
-        target = next((p for p in root.rglob(Path(of).name) if p.as_posix().endswith(of)), None)
-    if target is None or file_digest(target, str(h.get("type"))) != str(h.get("value", "")).lower():
-        raise ModelError(f"{name}: {of} does not match the publisher's {str(h.get('type')).upper()} "
-                         f"({h.get('source')}); not imported")
+def _archive_hash(h: Mapping[str, Any]) -> bool:
+    """True for a published hash of the downloaded archive itself (``of`` absent or ``"archive"``)."""
+    return str(h.get("of") or "archive") == "archive"
+
+
+def _check_hash(h: Mapping[str, Any], got: str | None, name: Any) -> None:
+    """Raise :class:`ModelError` unless ``got`` (the digest of what ``h["of"]`` names; None: not found) is the
+    published one."""
+    if got is None or got != str(h.get("value", "")).lower():
+        raise ModelError(f"{name}: {h.get('of') or 'archive'} does not match the publisher's "
+                         f"{str(h.get('type')).upper()} ({h.get('source')}); not imported")
+
+
+def _member_digest(root: Path, h: Mapping[str, Any]) -> str | None:
+    """Digest ``h["type"]`` of the unpacked member ``h["of"]``, or None when the archive has no such file."""
+    of = str(h["of"])
+    target = next((p for p in root.rglob(Path(of).name) if p.as_posix().endswith(of)), None)
+    return None if target is None else file_digests(target, (str(h.get("type")),))[str(h.get("type"))]
 
 
 def import_catalogue_source(entry: Mapping[str, Any], work: str | os.PathLike, dest_dir: str | os.PathLike, *,
@@ -82,14 +74,15 @@ def import_catalogue_source(entry: Mapping[str, Any], work: str | os.PathLike, d
         raise ModelError(f"catalogue entry {entry.get('name')}: {entry.get('import_note') or 'not importable'}")
     work = Path(work)
     archive = download(url or str(entry["url"]), work / "source.zip", entry.get("sha256"), progress=progress)
-    sha = file_digest(archive, "sha256")
     pubs = publisher_hashes(entry)
+    digests = file_digests(archive, ["sha256", *(str(h.get("type")) for h in pubs if _archive_hash(h))])
+    sha = digests["sha256"]
+    for h in (h for h in pubs if _archive_hash(h)):
+        _check_hash(h, digests[str(h.get("type"))], entry.get("name"))
     root = work / "unpacked"
-    for h in (h for h in pubs if str(h.get("of") or "archive") == "archive"):
-        _check_hash(h, archive, root, entry.get("name"))
     unpack_archive(archive, root)
-    for h in (h for h in pubs if str(h.get("of") or "archive") != "archive"):
-        _check_hash(h, archive, root, entry.get("name"))
+    for h in (h for h in pubs if not _archive_hash(h)):
+        _check_hash(h, _member_digest(root, h), entry.get("name"))
     if kind == "totalsegmentator-nnunet":
         from . import structure_map
         from .nnunet import import_nnunet
