@@ -122,10 +122,12 @@ def sliding_window_nnunet(net: Callable[[torch.Tensor], Any], volume: np.ndarray
 
 
 def to_network_axes(volume: np.ndarray, axis_order: str) -> np.ndarray:
-    """A (z, y, x) volume permuted to the network's axis order (e.g. ``"xyz"``; ``"zyx"`` = unchanged)."""
+    """A (..., z, y, x) array (a volume, or channels first) with its last three axes permuted to the network's
+    axis order (e.g. ``"xyz"``; ``"zyx"`` = unchanged); leading axes stay in place."""
     if axis_order == "zyx":
         return volume
-    return np.ascontiguousarray(np.transpose(volume, ["zyx".index(a) for a in axis_order]))
+    lead = volume.ndim - 3
+    return np.ascontiguousarray(np.transpose(volume, [*range(lead), *(lead + "zyx".index(a) for a in axis_order)]))
 
 
 def from_network_axes(probs: torch.Tensor, axis_order: str) -> torch.Tensor:

@@ -64,9 +64,7 @@ def prepare_case(ct: Image, seg: Segmentation, card: Any, case_id: str = "") -> 
         res = resample_to_reference(ct.with_array(s.mask.astype(np.float32)), work, default=0.0)
         labels[c] = res.array >= 0.5
     order = str(getattr(card, "axis_order", "zyx"))
-    if order != "zyx":
-        perm = [0] + [1 + "zyx".index(a) for a in order]
-        vol, labels = to_network_axes(vol, order), np.ascontiguousarray(np.transpose(labels, perm))
+    vol, labels = to_network_axes(vol, order), to_network_axes(labels, order)
     return PreparedCase(np.ascontiguousarray(vol, dtype=np.float32), labels, missing, case_id, ct, seg, order)
 
 
