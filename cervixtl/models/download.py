@@ -9,7 +9,6 @@ package folder inside it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tarfile
@@ -93,18 +92,15 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, *, ti
 def _verify_hashes(path: Path, url: str, *, sha256: str | None, md5: str | None) -> str:
     """Hash ``path`` (SHA-256, plus MD5 when expected); delete it and raise ModelError on a mismatch.
     Returns the SHA-256 (recorded on first use where no hash is published)."""
-    h, m = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-            if md5:
-                m.update(block)
-    for name, want, got in (("SHA-256", sha256, h.hexdigest()), ("MD5", md5, m.hexdigest())):
+    from .package import file_digests
+
+    got_all = file_digests(path, ["sha256", "md5"] if md5 else ["sha256"], CHUNK)
+    for name, want, got in (("SHA-256", sha256, got_all["sha256"]), ("MD5", md5, got_all.get("md5", ""))):
         if want and got != want.strip().lower():
             path.unlink(missing_ok=True)
             raise ModelError(f"{url}: {name} {got[:12]}... does not match the expected {want[:12]}...; "
                              "download discarded")
-    return h.hexdigest()
+    return got_all["sha256"]
 
 
 def unpack_archive(archive: str | os.PathLike, into: str | os.PathLike) -> Path:
