@@ -145,7 +145,9 @@ def test_bad_pseudonym_and_scrub_metadata(tmp_path: Path) -> None:
             "files": ["/data/Smith_John/CT1.dcm"], "study_date": "20200101", "n_series": 2}
     clean = deid.scrub_metadata(meta, uid_map)
     text = repr(clean)
-    assert "Smith" not in text and "LEAK" not in text and "1.2.3.999" not in text and "2020" not in text
+    # The new series UID is random ("2.25." + 38 digits), so look for the whole date, not "2020".
+    assert "Smith" not in text and "LEAK" not in text and "1.2.3.999" not in text and "20200101" not in text
+    assert "study_date" not in clean and "files" not in clean and "series_description" not in clean
     assert clean["modality"] == "CT" and clean["series_uid"] == uid_map["1.2.3.999"] and clean["n_series"] == 2
 
 
