@@ -32,6 +32,7 @@ keeps its final state, as nnU-Net predicts with).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -65,6 +66,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lr-scratch", type=float, default=3e-3)
     ap.add_argument("--lr-finetune", type=float, default=1e-3)
     ap.add_argument("--head-warmup", type=float, default=0.05, help="ST: share of steps training the new head only")
+    ap.add_argument("--backbone-lr-scale", type=float, default=1.0,
+                    help="ST: learning-rate factor of the tensors loaded from Model_S (the new head gets the full LR)")
     ap.add_argument("--size", default="small", help="network size of from-scratch arms: small, large, auto")
     ap.add_argument("--spacing", type=float, default=4.0, help="model voxel size, mm (isotropic)")
     ap.add_argument("--device", default="auto")
@@ -113,10 +116,18 @@ def train_arm(name: str, source: str | None, cases, labels, targets, steps: int,
 
 
 def score(card, reg, held, args) -> dict[str, list[float]]:
-    """Dice per structure (list over held-out cases; NaN where a case or the model lacks it)."""
+    """Dice per structure (list over held-out cases; NaN where a case or the model lacks it). Kept in
+    ``<out>/scores.json`` by model version, weights SHA-256 and case list, so that a rerun adding arms does not re-score the
+    models it already has."""
+    from cervixtl.atomic import write_json_atomic
     from cervixtl.compare import predict_structures
     from cervixtl.training.validation import dice
 
+    cache_file = Path(args.out) / "scores.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    key = f"{card.spec}|{card.weights['sha256']}|{','.join(c[0] for c in held)}"
+    if key in cache:
+        return {s: [float("nan") if v is None else float(v) for v in vals] for s, vals in cache[key].items()}
     _, net = reg.load(card.spec)
     out: dict[str, list[float]] = {s: [] for s in STRUCTS}
     for _, ct, truth in held:
@@ -124,6 +135,8 @@ def score(card, reg, held, args) -> dict[str, list[float]]:
         for s in STRUCTS:
             t, p = truth.find(s), pred.find(s)
             out[s].append(float("nan") if t is None or p is None else dice(p.mask, t.mask))
+    cache[key] = out
+    write_json_atomic(cache_file, cache)
     return out
 
 
@@ -160,7 +173,8 @@ def run_design(args: argparse.Namespace) -> dict:
                 name = f"lc-{arm}-n{n}-d{d}".replace("_", "")
                 if arm == "ST":
                     card = train_arm(name, src.spec, cases, None, list(TARGET), budgets[arm], args.lr_finetune, reg,
-                                     monitor, args, head_warmup_fraction=args.head_warmup)
+                                     monitor, args, head_warmup_fraction=args.head_warmup,
+                                     backbone_lr_scale=args.backbone_lr_scale)
                 else:
                     card = train_arm(name, None, cases, list(STRUCTS), None, budgets[arm], args.lr_scratch, reg,
                                      monitor, args)

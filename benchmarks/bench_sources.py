@@ -1,19 +1,28 @@
 """Source-model benchmark: CervixTL against nnU-Net's own predictor for the same random-weight network.
 
-For a TotalSegmentator-geometry network (nnU-Net v2 PlainConvUNet, 6 stages, 32..320 features, patch 128^3,
-118 classes; random weights, written in TotalSegmentator's folder layout) and a CT, in one run:
+For a TotalSegmentator-geometry network (nnU-Net v2 PlainConvUNet, 6 stages, 32..320 features, patch 128^3;
+``--spacing 3.0``: the 3 mm ``total`` model, 118 classes; ``1.5``: the 1.5 mm organs model Dataset291, 25
+classes; random weights, written in TotalSegmentator's folder layout) and a CT, in one run:
 
 * ``nnunet``: ``nnunetv2``'s ``nnUNetPredictor`` with TotalSegmentator's settings (tile step 0.5, Gaussian, no
   mirroring) on the CT as TotalSegmentator gives it (closest canonical RAS, at the model spacing);
 * ``cervixtl``: ``predict_labels`` with the imported card (float32), and ``cervixtl-bf16`` (bfloat16 autocast).
 
-Each runs in its own child process (wall time and that process's peak RSS); the label maps are compared voxel
-by voxel (agreement) and the ratio of wall times to nnU-Net's is printed.
+In the same run, on the CT as read (not pre-resampled), for scale:
 
-Full form: the 512 x 512 x 160 CT at 0.98 x 0.98 x 2.5 mm (synthetic, from bench_inference) resampled to 3 mm.
+* ``wholebody``: a random-weight MONAI ``wholeBody_ct_segmentation`` bundle (SegResNet 32 filters, 105 classes,
+  its 3 mm low-resolution configuration) imported and run by CervixTL's ``predict_labels``;
+* ``demo-fast`` / ``demo``: ``contour_file`` (the ``cervixtl contour`` job: read, network, post-process, targets,
+  write .seg.nrrd) with the bundled demo model, fast and default settings.
+
+Each runs in its own child process (wall time and that process's peak RSS); the TotalSegmentator-network label
+maps are compared voxel by voxel with nnU-Net's (agreement), and the ratio of wall times to nnU-Net's is printed.
+
+Full form: the 512 x 512 x 160 pelvic phantom CT at 0.98 x 0.98 x 2.5 mm (bench_inference), which
+TotalSegmentator's pre-processing takes to 3 mm RAS for the first three rows.
 ``--quick``: the real 3 mm CT of ../shared/data/totalseg_example cropped to 64 slices (one 128^3 tile).
 
-    .venv/bin/python benchmarks/bench_sources.py [--quick] [--threads 2] [--spacing 3.0] [--skip-bf16]
+    .venv/bin/python benchmarks/bench_sources.py [--quick] [--threads 2] [--spacing 3.0] [--skip-bf16] [--skip-others]
 """
 
 from __future__ import annotations
@@ -37,27 +46,32 @@ DS = {3.0: "Dataset297_TotalSegmentator_total_3mm_1559subj", 1.5: "Dataset291_To
 
 
 def make_inputs(work: Path, quick: bool, spacing: float) -> tuple[Path, Path]:
-    """(TOTALSEG_HOME_DIR with the random-weight model, CT file at the model spacing in canonical RAS)."""
+    """(TOTALSEG_HOME_DIR with the random-weight model, CT file at the model spacing in canonical RAS); also
+    writes the CT as read to ``work/ct.nii.gz`` and the wholeBody bundle to ``work/wholeBody_ct_segmentation``."""
     import SimpleITK as sitk
 
     from cervixtl.image import reorient, resample_to_spacing
     from cervixtl.io import read_ct, write_image
-    from nnunet_fixtures import make_totalseg_model, plans_old_format, total_v2_labels
+    from monai_fixtures import make_wholebody_bundle
+    from nnunet_fixtures import make_totalseg_model, organs_291_labels, plans_old_format, total_v2_labels
     from shared_data import DATA
 
     home = work / "tshome"
     trainer = "nnUNetTrainer_4000epochs_NoMirroring" if spacing == 3.0 else "nnUNetTrainerNoMirroring"
     make_totalseg_model(home / "nnunet" / "results", DS[spacing], trainer,
-                        plans_old_format(DS[spacing], spacing, (128, 128, 128)), total_v2_labels())
+                        plans_old_format(DS[spacing], spacing, (128, 128, 128)),
+                        total_v2_labels() if spacing == 3.0 else organs_291_labels())
     if quick:
         img = sitk.ReadImage(str(DATA / "totalseg_example" / "example_ct.nii.gz"))[:, :, 20:84]
         ct_file = work / "ct_src.nii.gz"
         sitk.WriteImage(img, str(ct_file))
         ct = read_ct(ct_file)
     else:
-        from bench_inference import synthetic_ct
+        from bench_inference import phantom_ct
 
-        ct = synthetic_ct()
+        ct = phantom_ct()[0]
+    write_image(ct, work / "ct.nii.gz")
+    make_wholebody_bundle(work / "wholeBody_ct_segmentation")
     # TotalSegmentator resamples to the model spacing and reorients to RAS before nnU-Net: give both the same.
     ras = resample_to_spacing(reorient(ct, "RAS"), (spacing,) * 3, default=-1024.0)
     out = work / "ct_ras.nii.gz"
@@ -89,6 +103,34 @@ def worker(kind: str, home: Path, ct_file: Path, out: Path, threads: int) -> Non
         t = time.perf_counter()
         data, props = SimpleITKIO().read_images([str(ct_file)])
         seg = np.asarray(pred.predict_single_npy_array(data, props, None, None, False), np.int16)
+    elif kind.startswith("demo"):
+        from bench_inference import DEMO
+
+        from cervixtl.api.contour import contour_file
+        from cervixtl.models.registry import Registry
+
+        Registry(out.parent / "reg-demo").add(DEMO)
+        t = time.perf_counter()
+        rep = contour_file(ct_file, out.with_suffix(".seg.nrrd"), model="cervixtl-demo", device="cpu",
+                           fast=kind == "demo-fast", threads=threads, models_dir=out.parent / "reg-demo")
+        wall = time.perf_counter() - t
+        split = {k: round(v, 1) for k, v in rep["timing_s"].items()}
+        print(json.dumps({"wall_s": round(wall, 2), "split_s": split, "peak_rss_mb": _peak_rss_mb()}))
+        return
+    elif kind == "wholebody":
+        from cervixtl.inference import predict_labels
+        from cervixtl.io import read_ct
+        from cervixtl.models.registry import Registry
+        from cervixtl.models.sources import import_source
+
+        reg = Registry(out.parent / "reg-wholebody")
+        pkg, _ = import_source(str(ct_file.parent / "wholeBody_ct_segmentation"), out.parent / "pkg-wholebody",
+                               name="wholebody")
+        reg.add(pkg)
+        card, net = reg.load("wholebody")
+        t = time.perf_counter()
+        p = predict_labels(read_ct(ct_file), card, net, device="cpu", postprocess=False)
+        seg = np.zeros(p.grid.array.shape, np.int16)
     else:
         from cervixtl.inference import predict_labels
         from cervixtl.io import read_ct
@@ -109,8 +151,11 @@ def worker(kind: str, home: Path, ct_file: Path, out: Path, threads: int) -> Non
     wall = time.perf_counter() - t
     np.save(out, seg)
     split = {} if kind == "nnunet" else {k: round(v, 1) for k, v in p.run["timing_s"].items()}
-    print(json.dumps({"wall_s": round(wall, 2), "split_s": split,
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+    print(json.dumps({"wall_s": round(wall, 2), "split_s": split, "peak_rss_mb": _peak_rss_mb()}))
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def main() -> int:
@@ -119,6 +164,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--spacing", type=float, default=3.0, choices=(3.0, 1.5), help="model spacing (mm)")
     ap.add_argument("--skip-bf16", action="store_true")
+    ap.add_argument("--skip-others", action="store_true", help="only the TotalSegmentator-network rows")
     ap.add_argument("--worker", nargs=4, metavar=("KIND", "HOME", "CT", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
@@ -128,26 +174,30 @@ def main() -> int:
         work = Path(tmp)
         home, ct_file = make_inputs(work, a.quick, a.spacing)
         env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONWARNINGS": "ignore"}
-        kinds = ["nnunet", "cervixtl"] + ([] if a.skip_bf16 else ["cervixtl-bf16"])
+        ts_kinds = ["nnunet", "cervixtl"] + ([] if a.skip_bf16 else ["cervixtl-bf16"])
+        others = [] if a.skip_others else ["wholebody", "demo-fast", "demo"]
         rows: dict[str, dict] = {}
-        for kind in kinds:
+        for kind in ts_kinds + others:
             out = work / f"{kind}.npy"
+            ct_in = ct_file if kind in ts_kinds else work / "ct.nii.gz"
             r = subprocess.run([sys.executable, __file__, "--threads", str(a.threads), "--worker", kind, str(home),
-                                str(ct_file), str(out)], capture_output=True, text=True, env=env)
+                                str(ct_in), str(out)], capture_output=True, text=True, env=env)
             if r.returncode != 0:
                 print(f"{kind}: failed\n{r.stderr[-2000:]}")
                 return 1
             rows[kind] = json.loads(r.stdout.strip().splitlines()[-1])
-            rows[kind]["labels"] = np.load(out)
+            if kind in ts_kinds:
+                rows[kind]["labels"] = np.load(out)
         ref = rows["nnunet"]["labels"]
         load = os.getloadavg()[0]
-        print(f"CT {ref.shape[::-1]} voxels (x, y, z) at {a.spacing} mm, {a.threads} threads, "
-              f"load average {load:.1f} ({'contended' if load > a.threads + 0.5 else 'quiet'} machine)")
+        print(f"TotalSegmentator network: CT {ref.shape[::-1]} voxels (x, y, z) at {a.spacing} mm; others: the CT "
+              f"as read; {a.threads} threads, load average {load:.1f} "
+              f"({'contended' if load > a.threads + 0.5 else 'quiet'} machine)")
         print(f"{'pipeline':<15}{'wall s':>9}{'peak RSS MB':>13}{'ratio':>8}{'agreement':>11}")
         for kind, r in rows.items():
-            ratio = r["wall_s"] / rows["nnunet"]["wall_s"]
-            agree = float((r["labels"] == ref).mean())
-            print(f"{kind:<15}{r['wall_s']:>9.1f}{r['peak_rss_mb']:>13.0f}{ratio:>8.2f}{agree:>11.4f}  {r['split_s']}")
+            cmp = (f"{r['wall_s'] / rows['nnunet']['wall_s']:>8.2f}{float((r['labels'] == ref).mean()):>11.4f}"
+                   if kind in ts_kinds else f"{'-':>8}{'-':>11}")
+            print(f"{kind:<15}{r['wall_s']:>9.1f}{r['peak_rss_mb']:>13.0f}{cmp}  {r['split_s']}")
     return 0
 
 

@@ -33,6 +33,16 @@ def total_v2_labels() -> dict[str, int]:
     return {"background": 0, **{v: int(k) for k, v in sorted(names.items(), key=lambda kv: int(kv[0]))}}
 
 
+def organs_291_labels() -> dict[str, int]:
+    """TotalSegmentator v2 ``Dataset291`` (part 1, organs; 1.5 mm) class names: background + 24 organs."""
+    names = ["spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "pancreas",
+             "adrenal_gland_right", "adrenal_gland_left", "lung_upper_lobe_left", "lung_lower_lobe_left",
+             "lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right", "esophagus", "trachea",
+             "thyroid_gland", "small_bowel", "duodenum", "colon", "urinary_bladder", "prostate",
+             "kidney_cyst_left", "kidney_cyst_right"]
+    return {"background": 0, **{n: i + 1 for i, n in enumerate(names)}}
+
+
 def plans_old_format(dataset_name: str, spacing: float, patch: Sequence[int], *, features=(32, 64, 128, 256, 320, 320),
                      transpose: Sequence[int] = (0, 1, 2)) -> dict[str, Any]:
     """A ``plans.json`` in the nnU-Net 2.1-2.3 format (as TotalSegmentator v2's models have)."""

@@ -17,56 +17,15 @@ import SimpleITK as sitk
 import torch
 
 from cervixtl.errors import ModelError
+from monai_fixtures import NET, make_wholebody_bundle, wholebody_config
 from shared_data import DATA, need
 
 CT = DATA / "totalseg_example" / "example_ct.nii.gz"
-NET = {"_target_": "SegResNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 105, "init_filters": 32,
-       "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1], "dropout_prob": 0.2}
-
-
-def _config(highres: bool) -> dict:
-    keys = "@image_key"
-    return {
-        "displayable_configs": {"highres": highres, "sw_overlap": 0.25, "sw_batch_size": 1},
-        "imports": ["$import glob", "$import os"], "bundle_root": ".", "image_key": "image",
-        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
-        "pixdim": "$[1.5, 1.5, 1.5] if @displayable_configs#highres else [3.0, 3.0, 3.0]",
-        "modelname": "$'model.pt' if @displayable_configs#highres else 'model_lowres.pt'",
-        "network_def": NET, "network": "$@network_def.to(@device)",
-        "preprocessing": {"_target_": "Compose", "transforms": [
-            {"_target_": "LoadImaged", "keys": keys}, {"_target_": "EnsureTyped", "keys": keys},
-            {"_target_": "EnsureChannelFirstd", "keys": keys},
-            {"_target_": "Orientationd", "keys": keys, "axcodes": "RAS"},
-            {"_target_": "Spacingd", "keys": keys, "pixdim": "@pixdim", "mode": "bilinear"},
-            {"_target_": "NormalizeIntensityd", "keys": keys, "nonzero": True},
-            {"_target_": "ScaleIntensityd", "keys": keys, "minv": -1.0, "maxv": 1.0}]},
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [96, 96, 96],
-                    "sw_batch_size": "@displayable_configs#sw_batch_size",
-                    "overlap": "@displayable_configs#sw_overlap", "padding_mode": "replicate", "mode": "gaussian"},
-    }
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from monai.networks.nets import SegResNet
-
-    root = tmp_path_factory.mktemp("bundles") / "wholeBody_ct_segmentation"
-    (root / "configs").mkdir(parents=True)
-    (root / "models").mkdir()
-    (root / "configs" / "inference.json").write_text(json.dumps(_config(highres=False), indent=2))
-    names = json.loads((DATA / "totalseg_example" / "labels.json").read_text())  # TotalSegmentator v1 classes
-    channel_def = {"0": "background", **{str(k): v for k, v in names.items()}}
-    meta = {"version": "0.1.9", "name": "Whole body CT segmentation",
-            "network_data_format": {"outputs": {"pred": {"type": "image", "num_channels": 105,
-                                                         "channel_def": channel_def}}}}
-    (root / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2))
-    torch.manual_seed(0)
-    net = SegResNet(**{k: v for k, v in NET.items() if k != "_target_"})
-    with torch.no_grad():
-        net.conv_final[-1].conv.weight.mul_(30.0)
-        net.conv_final[-1].conv.bias.copy_(torch.randn(105))
-    torch.save(net.state_dict(), root / "models" / "model_lowres.pt")
-    return root
+    return make_wholebody_bundle(tmp_path_factory.mktemp("bundles") / "wholeBody_ct_segmentation")
 
 
 def test_expressions_are_never_executed(tmp_path):
@@ -181,7 +140,7 @@ def test_finetune_from_an_xyz_bundle_runs_in_the_bundles_axis_order(tmp_path):
     (root / "configs").mkdir(parents=True)
     (root / "models").mkdir()
     small = {**NET, "init_filters": 8}
-    cfg = {**_config(highres=False), "pixdim": [6.0, 6.0, 6.0], "network_def": small}
+    cfg = {**wholebody_config(highres=False), "pixdim": [6.0, 6.0, 6.0], "network_def": small}
     cfg["inferer"] = {**cfg["inferer"], "roi_size": [32, 32, 32]}
     (root / "configs" / "inference.json").write_text(json.dumps(cfg))
     names = json.loads((DATA / "totalseg_example" / "labels.json").read_text())

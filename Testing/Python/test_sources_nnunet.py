@@ -19,7 +19,7 @@ import SimpleITK as sitk
 import torch
 
 from cervixtl.errors import ModelError
-from nnunet_fixtures import make_totalseg_model, plans_new_format, plans_old_format, total_v2_labels
+from nnunet_fixtures import make_totalseg_model, organs_291_labels, plans_new_format, plans_old_format, total_v2_labels
 from shared_data import DATA, need
 
 CT = DATA / "totalseg_example" / "example_ct.nii.gz"
@@ -279,15 +279,9 @@ def test_fidelity_1p5mm_geometry_several_tiles(tmp_path, monkeypatch):
 
     torch.set_num_threads(2)
     ds = "Dataset291_TotalSegmentator_part1_organs_1559subj"
-    names = ["spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "pancreas",
-             "adrenal_gland_right", "adrenal_gland_left", "lung_upper_lobe_left", "lung_lower_lobe_left",
-             "lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right", "esophagus", "trachea",
-             "thyroid_gland", "small_bowel", "duodenum", "colon", "urinary_bladder", "prostate",
-             "kidney_cyst_left", "kidney_cyst_right"]
     home = tmp_path / "tshome"
     make_totalseg_model(home / "nnunet" / "results", ds, "nnUNetTrainerNoMirroring",
-                        plans_old_format(ds, 1.5, (128, 128, 128)),
-                        {"background": 0, **{n: i + 1 for i, n in enumerate(names)}})
+                        plans_old_format(ds, 1.5, (128, 128, 128)), organs_291_labels())
     monkeypatch.setenv("TOTALSEG_HOME_DIR", str(home))
     ct = read_ct(need(CT))
     fine = resample_to_spacing(reorient(ct, "RAS"), (1.5, 1.5, 1.5), default=-1024.0)
