@@ -67,7 +67,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lr-finetune", type=float, default=1e-3)
     ap.add_argument("--head-warmup", type=float, default=0.05, help="ST: share of steps training the new head only")
     ap.add_argument("--backbone-lr-scale", type=float, default=1.0,
-                    help="ST: learning-rate factor of the tensors loaded from Model_S (the new head gets the full LR)")
+                    help="ST: learning-rate factor of the tensors loaded from Model_S (the new head gets the full "
+                         "LR); arms already in --out are kept, so use a new --out to compare settings")
     ap.add_argument("--size", default="small", help="network size of from-scratch arms: small, large, auto")
     ap.add_argument("--spacing", type=float, default=4.0, help="model voxel size, mm (isotropic)")
     ap.add_argument("--device", default="auto")
@@ -117,8 +118,8 @@ def train_arm(name: str, source: str | None, cases, labels, targets, steps: int,
 
 def score(card, reg, held, args) -> dict[str, list[float]]:
     """Dice per structure (list over held-out cases; NaN where a case or the model lacks it). Kept in
-    ``<out>/scores.json`` by model version, weights SHA-256 and case list, so that a rerun adding arms does not re-score the
-    models it already has."""
+    ``<out>/scores.json`` by model version, weights SHA-256 and case list, so that a rerun adding arms does
+    not re-score the models it already has."""
     from cervixtl.atomic import write_json_atomic
     from cervixtl.compare import predict_structures
     from cervixtl.training.validation import dice
