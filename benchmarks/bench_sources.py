@@ -45,9 +45,10 @@ sys.path.insert(0, str(REPO / "Testing" / "Python"))
 DS = {3.0: "Dataset297_TotalSegmentator_total_3mm_1559subj", 1.5: "Dataset291_TotalSegmentator_part1_organs_1559subj"}
 
 
-def make_inputs(work: Path, quick: bool, spacing: float) -> tuple[Path, Path]:
+def make_inputs(work: Path, quick: bool, spacing: float, others: bool = True) -> tuple[Path, Path]:
     """(TOTALSEG_HOME_DIR with the random-weight model, CT file at the model spacing in canonical RAS); also
-    writes the CT as read to ``work/ct.nii.gz`` and the wholeBody bundle to ``work/wholeBody_ct_segmentation``."""
+    writes the CT as read to ``work/ct.nii.gz`` and, with ``others``, the wholeBody bundle to
+    ``work/wholeBody_ct_segmentation``."""
     import SimpleITK as sitk
 
     from cervixtl.image import reorient, resample_to_spacing
@@ -63,15 +64,15 @@ def make_inputs(work: Path, quick: bool, spacing: float) -> tuple[Path, Path]:
                         total_v2_labels() if spacing == 3.0 else organs_291_labels())
     if quick:
         img = sitk.ReadImage(str(DATA / "totalseg_example" / "example_ct.nii.gz"))[:, :, 20:84]
-        ct_file = work / "ct_src.nii.gz"
-        sitk.WriteImage(img, str(ct_file))
-        ct = read_ct(ct_file)
+        sitk.WriteImage(img, str(work / "ct.nii.gz"))
+        ct = read_ct(work / "ct.nii.gz")
     else:
         from bench_inference import phantom_ct
 
         ct = phantom_ct()[0]
-    write_image(ct, work / "ct.nii.gz")
-    make_wholebody_bundle(work / "wholeBody_ct_segmentation")
+        write_image(ct, work / "ct.nii.gz")
+    if others:
+        make_wholebody_bundle(work / "wholeBody_ct_segmentation")
     # TotalSegmentator resamples to the model spacing and reorients to RAS before nnU-Net: give both the same.
     ras = resample_to_spacing(reorient(ct, "RAS"), (spacing,) * 3, default=-1024.0)
     out = work / "ct_ras.nii.gz"
@@ -120,28 +121,17 @@ def worker(kind: str, home: Path, ct_file: Path, out: Path, threads: int) -> Non
     elif kind == "wholebody":
         from cervixtl.inference import predict_labels
         from cervixtl.io import read_ct
-        from cervixtl.models.registry import Registry
-        from cervixtl.models.sources import import_source
 
-        reg = Registry(out.parent / "reg-wholebody")
-        pkg, _ = import_source(str(ct_file.parent / "wholeBody_ct_segmentation"), out.parent / "pkg-wholebody",
-                               name="wholebody")
-        reg.add(pkg)
-        card, net = reg.load("wholebody")
+        card, net = _imported(str(ct_file.parent / "wholeBody_ct_segmentation"), out.parent, kind)
         t = time.perf_counter()
         p = predict_labels(read_ct(ct_file), card, net, device="cpu", postprocess=False)
         seg = np.zeros(p.grid.array.shape, np.int16)
     else:
         from cervixtl.inference import predict_labels
         from cervixtl.io import read_ct
-        from cervixtl.models.registry import Registry
-        from cervixtl.models.sources import import_source
 
-        reg = Registry(out.parent / f"reg-{kind}")
         spec = "totalsegmentator:" + next(d.name[7:10] for d in (home / "nnunet" / "results").iterdir())
-        pkg, _ = import_source(spec, out.parent / f"pkg-{kind}", name="ts")
-        reg.add(pkg)
-        card, net = reg.load("ts")
+        card, net = _imported(spec, out.parent, kind)
         t = time.perf_counter()
         ct = read_ct(ct_file)
         p = predict_labels(ct, card, net, device="cpu", postprocess=False, cpu_bf16=kind.endswith("bf16"))
@@ -152,6 +142,16 @@ def worker(kind: str, home: Path, ct_file: Path, out: Path, threads: int) -> Non
     np.save(out, seg)
     split = {} if kind == "nnunet" else {k: round(v, 1) for k, v in p.run["timing_s"].items()}
     print(json.dumps({"wall_s": round(wall, 2), "split_s": split, "peak_rss_mb": _peak_rss_mb()}))
+
+
+def _imported(spec: str, work: Path, kind: str):
+    """(card, network) of the source ``spec`` imported and registered under ``work`` for the worker ``kind``."""
+    from cervixtl.models.registry import Registry
+    from cervixtl.models.sources import import_source
+
+    reg = Registry(work / f"reg-{kind}")
+    reg.add(import_source(spec, work / f"pkg-{kind}", name="src")[0])
+    return reg.load("src")
 
 
 def _peak_rss_mb() -> float:
@@ -172,7 +172,7 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="bench_sources_") as tmp:
         work = Path(tmp)
-        home, ct_file = make_inputs(work, a.quick, a.spacing)
+        home, ct_file = make_inputs(work, a.quick, a.spacing, others=not a.skip_others)
         env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONWARNINGS": "ignore"}
         ts_kinds = ["nnunet", "cervixtl"] + ([] if a.skip_bf16 else ["cervixtl-bf16"])
         others = [] if a.skip_others else ["wholebody", "demo-fast", "demo"]
