@@ -41,13 +41,24 @@ def wholebody_config(highres: bool) -> dict:
     }
 
 
-def make_wholebody_bundle(root: Path, seed: int = 0) -> Path:
-    """Write the bundle folder ``root`` (low-resolution configuration); returns ``root``."""
+def make_wholebody_bundle(root: Path, seed: int = 0, *, init_filters: int = 32, pixdim_mm: float | None = None,
+                          roi_size: int | None = None, spread_head: bool = True) -> Path:
+    """Write the bundle folder ``root`` (low-resolution configuration); returns ``root``.
+
+    ``init_filters``, ``pixdim_mm`` (isotropic, replaces the config's spacing expression) and ``roi_size``
+    (cubic window, voxels) make a smaller, coarser bundle; ``spread_head`` scales the final layer so that the
+    argmax is not a near tie (off: MONAI's plain random initialisation)."""
     from monai.networks.nets import SegResNet
 
+    net_def = {**NET, "init_filters": init_filters}
+    cfg = {**wholebody_config(highres=False), "network_def": net_def}
+    if pixdim_mm is not None:
+        cfg["pixdim"] = [pixdim_mm] * 3
+    if roi_size is not None:
+        cfg["inferer"] = {**cfg["inferer"], "roi_size": [roi_size] * 3}
     (root / "configs").mkdir(parents=True)
     (root / "models").mkdir()
-    (root / "configs" / "inference.json").write_text(json.dumps(wholebody_config(highres=False), indent=2))
+    (root / "configs" / "inference.json").write_text(json.dumps(cfg, indent=2))
     names = json.loads((DATA / "totalseg_example" / "labels.json").read_text())  # TotalSegmentator v1 classes
     channel_def = {"0": "background", **{str(k): v for k, v in names.items()}}
     meta = {"version": "0.1.9", "name": "Whole body CT segmentation",
@@ -55,9 +66,10 @@ def make_wholebody_bundle(root: Path, seed: int = 0) -> Path:
                                                          "channel_def": channel_def}}}}
     (root / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2))
     torch.manual_seed(seed)
-    net = SegResNet(**{k: v for k, v in NET.items() if k != "_target_"})
-    with torch.no_grad():
-        net.conv_final[-1].conv.weight.mul_(30.0)
-        net.conv_final[-1].conv.bias.copy_(torch.randn(105))
+    net = SegResNet(**{k: v for k, v in net_def.items() if k != "_target_"})
+    if spread_head:
+        with torch.no_grad():
+            net.conv_final[-1].conv.weight.mul_(30.0)
+            net.conv_final[-1].conv.bias.copy_(torch.randn(105))
     torch.save(net.state_dict(), root / "models" / "model_lowres.pt")
     return root

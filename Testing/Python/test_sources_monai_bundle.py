@@ -8,7 +8,6 @@ The low-resolution (3 mm) configuration is used so that the real 3 mm CT needs n
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import SimpleITK as sitk
 import torch
 
 from cervixtl.errors import ModelError
-from monai_fixtures import NET, make_wholebody_bundle, wholebody_config
+from monai_fixtures import make_wholebody_bundle
 from shared_data import DATA, need
 
 CT = DATA / "totalseg_example" / "example_ct.nii.gz"
@@ -127,7 +126,6 @@ def test_bundle_zip_imports_through_the_cli(bundle, tmp_path, capsys):
 def test_finetune_from_an_xyz_bundle_runs_in_the_bundles_axis_order(tmp_path):
     """A small bundle (RAS, (x, y, z) arrays, 6 mm) fine-tuned on phantoms with nested targets: the new model
     keeps the bundle's axis order, orientation and intensity, and contours a CT of another shape."""
-    from monai.networks.nets import SegResNet
 
     from cervixtl.inference import run_contour
     from cervixtl.models.registry import Registry
@@ -136,20 +134,8 @@ def test_finetune_from_an_xyz_bundle_runs_in_the_bundles_axis_order(tmp_path):
     from cervixtl.training import TrainConfig
     from cervixtl.training.finetune import finetune
 
-    root = tmp_path / "small_bundle"
-    (root / "configs").mkdir(parents=True)
-    (root / "models").mkdir()
-    small = {**NET, "init_filters": 8}
-    cfg = {**wholebody_config(highres=False), "pixdim": [6.0, 6.0, 6.0], "network_def": small}
-    cfg["inferer"] = {**cfg["inferer"], "roi_size": [32, 32, 32]}
-    (root / "configs" / "inference.json").write_text(json.dumps(cfg))
-    names = json.loads((DATA / "totalseg_example" / "labels.json").read_text())
-    meta = {"version": "0.0.1", "network_data_format": {"outputs": {"pred": {"num_channels": 105, "channel_def": {
-        "0": "background", **{str(k): v for k, v in names.items()}}}}}}
-    (root / "configs" / "metadata.json").write_text(json.dumps(meta))
-    torch.manual_seed(0)
-    torch.save(SegResNet(**{k: v for k, v in small.items() if k != "_target_"}).state_dict(),
-               root / "models" / "model_lowres.pt")
+    root = make_wholebody_bundle(tmp_path / "small_bundle", init_filters=8, pixdim_mm=6.0, roi_size=32,
+                                 spread_head=False)
     reg = Registry(tmp_path / "reg")
     reg.add(import_source(root, tmp_path / "pkg", name="small-bundle")[0])
     cases = [(f"p{i}", *make_phantom(100 + i, "A")) for i in range(2)]
