@@ -34,13 +34,21 @@ from .image import Image, reorient, resample_to_reference, resample_to_spacing
 from .progress import NULL_PROGRESS, Progress
 from .proposals import has_targets, needs_site_model, source_structures, to_structures
 from .segmentation import Segment, Segmentation
-from .sliding_window import activate, predict_probabilities, probabilities_to_masks, softmax_channels, window_settings
+from .sliding_window import (
+    activate,
+    predict_logits,
+    predict_probabilities,
+    probabilities_to_masks,
+    softmax_channels,
+    window_settings,
+)
 from .structures import TARGETS
-from .tiling import from_network_axes, to_network_axes
+from .tiling import mask_from_network_axes, to_network_axes
 
 __all__ = [
     "ContourResult", "LabelPrediction", "check_model_for_contouring", "resolve_device", "normalise",
-    "window_settings", "predict_probabilities", "activate", "softmax_channels", "probabilities_to_masks",
+    "window_settings", "predict_logits", "predict_probabilities", "activate", "softmax_channels",
+    "probabilities_to_masks",
     "mask_to_reference", "make_ptv", "prepare_input", "predict_labels", "build_targets", "run_contour",
 ]
 
@@ -176,17 +184,17 @@ def _network_masks(net: torch.nn.Module, vol: np.ndarray, card: Any, ws: dict[st
     ``as_structures`` only the labels a source model maps to CervixTL structures are decoded and merged.
     """
     order = getattr(card, "axis_order", "zyx")
-    probs, run = predict_probabilities(net, to_network_axes(vol, order), card.output, device=dev,
-                                       progress=progress, cpu_bf16=cpu_bf16, n_softmax=softmax_channels(card),
-                                       **ws)
-    probs = from_network_axes(probs, order)
+    logits, run = predict_logits(net, to_network_axes(vol, order), device=dev, progress=progress,
+                                 cpu_bf16=cpu_bf16, **ws)
+    # decode in the network's axes and move each mask (not the C-channel probabilities) back to (z, y, x)
     if as_structures:
         wanted = {n for names in source_structures(card).values() for n in names}
-        masks = to_structures(probabilities_to_masks(probs, card, [lab for lab in card.labels
-                                                                   if lab["name"] in wanted]), card)
+        masks = to_structures(probabilities_to_masks(logits, card, [lab for lab in card.labels
+                                                                    if lab["name"] in wanted], logits=True), card)
     else:
-        masks = probabilities_to_masks(probs, card)
-    return masks, run
+        masks = probabilities_to_masks(logits, card, logits=True)
+    del logits
+    return {name: mask_from_network_axes(m, order) for name, m in masks.items()}, run
 
 
 def _masks_to_ct(masks: dict[str, np.ndarray], work_grid: Image, ct: Image, progress: Progress, *,

@@ -2,8 +2,9 @@
 
 * :func:`window_settings` -- window size (the card's training patch, voxels in the network's axis order),
   overlap and batch size; nnU-Net-style tiling when the card asks for it (:mod:`cervixtl.tiling`);
-* :func:`predict_probabilities` -- MONAI :func:`~monai.inferers.sliding_window_inference` with Gaussian
-  blending (bf16/fp16 autocast on CUDA), CUDA out-of-memory retries with a smaller batch, then on the CPU;
+* :func:`predict_logits` / :func:`predict_probabilities` -- MONAI
+  :func:`~monai.inferers.sliding_window_inference` with Gaussian blending (bf16/fp16 autocast on CUDA), or
+  nnU-Net's tiling; CUDA out-of-memory retries with a smaller batch, then on the CPU;
 * :func:`activate` / :func:`softmax_channels` -- sigmoid, softmax or ``softmax+sigmoid`` probabilities;
 * :func:`probabilities_to_masks` -- sigmoid > 0.5 per channel, softmax argmax, or both.
 
@@ -26,7 +27,8 @@ from .errors import BadInput
 from .progress import NULL_PROGRESS, Progress
 from .tiling import _sliding_nnunet
 
-__all__ = ["window_settings", "predict_probabilities", "activate", "softmax_channels", "probabilities_to_masks"]
+__all__ = ["window_settings", "predict_logits", "predict_probabilities", "activate", "softmax_channels",
+           "probabilities_to_masks"]
 
 
 def window_settings(card: Any, shape_zyx: Sequence[int], *, fast: bool, device: torch.device,
@@ -69,16 +71,23 @@ def _n_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
     return n
 
 
-def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str, *, roi_size: Sequence[int],
-                          overlap: float, sw_batch_size: int, device: torch.device,
-                          progress: Progress = NULL_PROGRESS, tiling: dict[str, Any] | None = None,
-                          cpu_bf16: bool = False, n_softmax: int | None = None
-                          ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Run the network over a normalised volume (in the network's axis order); returns (probabilities
-    [C, *volume.shape] float32 on CPU (:func:`activate`; ``n_softmax`` = :func:`softmax_channels` for
-    ``softmax+sigmoid``), run info: device used, batch size, warnings). ``tiling`` ``{"style": "nnunet",
-    "step", "sigma_scale"}`` tiles as nnU-Net does (:mod:`cervixtl.tiling`), else MONAI's sliding window with
-    ``overlap``. Falls back on CUDA OOM: halve the batch, then CPU."""
+def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str, *,
+                          n_softmax: int | None = None, **window: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Probabilities [C, *volume.shape] float32 on the CPU (:func:`activate` of :func:`predict_logits`, in
+    place; ``n_softmax`` = :func:`softmax_channels` for ``softmax+sigmoid``) and the run info. ``window``: the
+    arguments of :func:`predict_logits`."""
+    logits, info = predict_logits(net, volume, **window)
+    return activate(logits, output, n_softmax, inplace=True), info
+
+
+def predict_logits(net: torch.nn.Module, volume: np.ndarray, *, roi_size: Sequence[int], overlap: float,
+                   sw_batch_size: int, device: torch.device, progress: Progress = NULL_PROGRESS,
+                   tiling: dict[str, Any] | None = None, cpu_bf16: bool = False
+                   ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Run the network over a normalised volume (in the network's axis order); returns (logits
+    [C, *volume.shape] float32 on CPU, run info: device used, batch size, warnings). ``tiling`` ``{"style":
+    "nnunet", "step", "sigma_scale"}`` tiles as nnU-Net does (:mod:`cervixtl.tiling`), else MONAI's sliding
+    window with ``overlap``. Falls back on CUDA OOM: halve the batch, then CPU."""
     from monai.inferers import sliding_window_inference
 
     info: dict[str, Any] = {"warnings": []}
@@ -117,12 +126,24 @@ def predict_probabilities(net: torch.nn.Module, volume: np.ndarray, output: str,
             info["warnings"].append(msg)
             progress("network", 0.0, msg, warning=msg)
     info.update({"device": str(dev), "sw_batch_size": batch, "windows": n_win})
-    return activate(logits[0].float(), output, n_softmax).cpu(), info
+    return logits[0].float().cpu(), info
 
 
-def activate(logits: torch.Tensor, output: str, n_softmax: int | None = None) -> torch.Tensor:
+def activate(logits: torch.Tensor, output: str, n_softmax: int | None = None, *,
+             inplace: bool = False) -> torch.Tensor:
     """Probabilities of [C, ...] logits: sigmoid, softmax over channels, or (``softmax+sigmoid``) softmax over
-    the first ``n_softmax`` channels (background and exclusive organs) and sigmoid on the rest."""
+    the first ``n_softmax`` channels (background and exclusive organs) and sigmoid on the rest.
+
+    ``inplace``: overwrite ``logits`` slab by slab along the first spatial axis (no second full-size volume:
+    the logits of a whole CT at 1.5 mm with 25 classes are 3 GB)."""
+    if not inplace:
+        return _activate(logits, output, n_softmax)
+    for slab in logits.split(8, dim=1):
+        slab.copy_(_activate(slab, output, n_softmax))
+    return logits
+
+
+def _activate(logits: torch.Tensor, output: str, n_softmax: int | None) -> torch.Tensor:
     if output == "sigmoid":
         return torch.sigmoid(logits)
     if output == "softmax" or n_softmax is None or n_softmax >= logits.shape[0]:
@@ -167,16 +188,19 @@ def _sliding(net: torch.nn.Module, volume: np.ndarray, roi: Sequence[int], overl
     return torch.as_tensor(out).cpu()
 
 
-def probabilities_to_masks(probs: torch.Tensor, card: Any, labels: Sequence[dict[str, Any]] | None = None
-                           ) -> dict[str, np.ndarray]:
-    """Label masks (z, y, x) by name: sigmoid channels > 0.5, softmax argmax == channel; for
+def probabilities_to_masks(probs: torch.Tensor, card: Any, labels: Sequence[dict[str, Any]] | None = None, *,
+                           logits: bool = False) -> dict[str, np.ndarray]:
+    """Label masks (same axes as ``probs``) by name: sigmoid channels > 0.5, softmax argmax == channel; for
     ``softmax+sigmoid`` the argmax is over the softmax group only (:func:`softmax_channels`). ``labels``: the
-    card labels to decode (default all)."""
+    card labels to decode (default all). ``logits``: ``probs`` are the logits before :func:`activate` (the same
+    masks: a sigmoid channel is > 0.5 where its logit is > 0, and softmax keeps the argmax), which spares a
+    second C-channel volume."""
     masks: dict[str, np.ndarray] = {}
     n_soft = (softmax_channels(card) or 0) if card.output == "softmax+sigmoid" else (
         probs.shape[0] if card.output == "softmax" else 0)
     arg = torch.argmax(probs[:n_soft], dim=0).numpy() if n_soft else None
+    cut = 0.0 if logits else 0.5
     for lab in (card.labels if labels is None else labels):
         ch = int(lab["channel"])
-        masks[str(lab["name"])] = arg == ch if arg is not None and ch < n_soft else (probs[ch] > 0.5).numpy()
+        masks[str(lab["name"])] = arg == ch if arg is not None and ch < n_soft else (probs[ch] > cut).numpy()
     return masks
