@@ -186,14 +186,15 @@ def _network_masks(net: torch.nn.Module, vol: np.ndarray, card: Any, ws: dict[st
     order = getattr(card, "axis_order", "zyx")
     logits, run = predict_logits(net, to_network_axes(vol, order), device=dev, progress=progress,
                                  cpu_bf16=cpu_bf16, **ws)
-    # decode in the network's axes and move each mask (not the C-channel probabilities) back to (z, y, x)
+    labels = None
     if as_structures:
         wanted = {n for names in source_structures(card).values() for n in names}
-        masks = to_structures(probabilities_to_masks(logits, card, [lab for lab in card.labels
-                                                                    if lab["name"] in wanted], logits=True), card)
-    else:
-        masks = probabilities_to_masks(logits, card, logits=True)
+        labels = [lab for lab in card.labels if lab["name"] in wanted]
+    # decode in the network's axes and move each mask (not the C-channel logits) back to (z, y, x)
+    masks = probabilities_to_masks(logits, card, labels, logits=True)
     del logits
+    if as_structures:
+        masks = to_structures(masks, card)
     return {name: mask_from_network_axes(m, order) for name, m in masks.items()}, run
 
 

@@ -123,11 +123,11 @@ def sliding_window_nnunet(net: Callable[[torch.Tensor], Any], volume: np.ndarray
 
     done = 0
     with _parallel_tiles(workers if dev.type == "cpu" else 1) as run:
-        for outs in run(forward, groups):
-            for j, s in enumerate(outs[0]):
-                acc[(slice(None),) + tuple(s)].addcmul_(outs[1][j], weight)
+        for group, out in run(forward, groups):
+            for j, s in enumerate(group):
+                acc[(slice(None),) + tuple(s)].addcmul_(out[j], weight)
                 norm[s] += weight
-            done += len(outs[0])
+            done += len(group)
             if on_tile is not None:
                 on_tile(done, len(tiles))
     acc /= norm
