@@ -157,6 +157,28 @@ def test_normalise_and_window_settings():
         window_settings(card, (100, 250, 250), fast=False, device=torch.device("cpu"), overlap=1.0)
 
 
+def test_small_cpu_windows_are_batched_with_the_same_logits():
+    """Small windows run 4 to a network call on the CPU (batch-1 3D convolutions of thin layers take
+    PyTorch's slow native path); windows are independent, so batching changes nothing but rounding."""
+    from cervixtl.models.networks import build_network
+    from cervixtl.sliding_window import CPU_SMALL_WINDOW, predict_logits
+
+    cpu = torch.device("cpu")
+    card, _ = card_and_net()
+    normal = window_settings(card, (100, 250, 250), fast=False, device=cpu, overlap=0.5)
+    assert normal["sw_batch_size"] == 4 and normal["overlap"] == 0.5
+    big = segresnet_card("big", ["GTV"], patch_size=(96, 96, 96))
+    assert 96 ** 3 > CPU_SMALL_WINDOW
+    assert window_settings(big, (200, 200, 200), fast=False, device=cpu, overlap=None)["sw_batch_size"] == 1
+    torch.manual_seed(0)
+    net = build_network(card).eval()
+    vol = np.random.default_rng(0).normal(size=(40, 70, 70)).astype(np.float32)
+    one, _ = predict_logits(net, vol, device=cpu, **{**normal, "sw_batch_size": 1})
+    four, _ = predict_logits(net, vol, device=cpu, **normal)
+    assert one.shape == four.shape == (2, 40, 70, 70)
+    assert torch.allclose(one, four, atol=1e-4, rtol=1e-4)
+
+
 def test_cuda_out_of_memory_falls_back(monkeypatch):
     """Simulated OOM: halve the window batch first, then move to the CPU, with warnings, no crash."""
     import cervixtl.inference as inf
