@@ -168,7 +168,7 @@ def test_small_cpu_windows_are_batched_with_the_same_logits():
     normal = window_settings(card, (100, 250, 250), fast=False, device=cpu, overlap=0.5)
     assert normal["sw_batch_size"] == 4 and normal["overlap"] == 0.5
     big = segresnet_card("big", ["GTV"], patch_size=(96, 96, 96))
-    assert 96 ** 3 > CPU_SMALL_WINDOW
+    assert CPU_SMALL_WINDOW < 96 ** 3
     assert window_settings(big, (200, 200, 200), fast=False, device=cpu, overlap=None)["sw_batch_size"] == 1
     torch.manual_seed(0)
     net = build_network(card).eval()
