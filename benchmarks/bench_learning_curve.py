@@ -24,8 +24,7 @@ family, and steps / seconds to each arm's plateau (first validation at which the
 keeps its final state, as nnU-Net predicts with).
 
     python benchmarks/bench_learning_curve.py                          # full design (GPU recommended)
-    python benchmarks/bench_learning_curve.py --ns 5 --draws 1 --source-steps 1500 --target-steps 600 \\
-        --arms T,ST,T_compute                                          # reduced CPU run
+    python benchmarks/bench_learning_curve.py --ns 5 --draws 1 --arms T,ST   # reduced CPU run (about 90 min)
     python benchmarks/bench_learning_curve.py --quick --out /tmp/lc    # smoke run (CI)
 """
 
@@ -56,10 +55,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ns", default="1,3,5,10", help="numbers of site-B training cases")
     ap.add_argument("--draws", type=int, default=3, help="random draws of the n cases")
     ap.add_argument("--arms", default=",".join(ARMS), help=f"subset of {','.join(ARMS)}")
-    ap.add_argument("--source-steps", type=int, default=4000)
-    ap.add_argument("--target-steps", type=int, default=1000)
+    ap.add_argument("--source-steps", type=int, default=5500, help="Model_S steps (5500: about 57 min on 2 CPU cores)")
+    ap.add_argument("--target-steps", type=int, default=1500, help="steps of T and ST (1500: about 15 min on 2 cores)")
     ap.add_argument("--plateau-factor", type=float, default=3.0)
-    ap.add_argument("--steps-per-epoch", type=int, default=100, help="steps between monitoring validations")
+    ap.add_argument("--steps-per-epoch", type=int, default=500, help="steps between monitoring validations")
     ap.add_argument("--held-out", type=int, default=len(HELD_OUT))
     ap.add_argument("--monitor", type=int, default=3, help="held-out cases used for the plateau curve only")
     ap.add_argument("--source-cases", type=int, default=len(SITE_A))
