@@ -69,7 +69,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="ST: learning-rate factor of the tensors loaded from Model_S (the new head gets the full "
                          "LR); arms already in --out are kept, so use a new --out to compare settings")
     ap.add_argument("--size", default="small", help="network size of from-scratch arms: small, large, auto")
-    ap.add_argument("--spacing", type=float, default=4.0, help="model voxel size, mm (isotropic)")
+    ap.add_argument("--spacing", default="4", help="model voxel size in mm: one number (isotropic) or x,y,z "
+                    "(e.g. 3.906,3.906,2.5, site A's median spacing, the nnU-Net 3d_fullres rule)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -79,8 +80,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.ns, args.draws, args.held_out, args.source_cases, args.monitor = "1", 1, 2, 2, 1
         args.source_steps, args.target_steps, args.steps_per_epoch, args.plateau_factor = 4, 2, 2, 2.0
-        args.spacing = 8.0
+        args.spacing = "8"
     args.n_list = [int(x) for x in args.ns.split(",") if x.strip()]
+    try:
+        sp = [float(x) for x in args.spacing.split(",")]
+    except ValueError:
+        sp = []
+    if len(sp) not in (1, 3) or not all(0 < v < 50 for v in sp):
+        ap.error(f"--spacing {args.spacing!r} must be one or three voxel sizes in mm (x,y,z), each in (0, 50)")
+    args.spacing_mm = tuple(sp * 3 if len(sp) == 1 else sp)
     args.arm_list = [a for a in args.arms.split(",") if a.strip()]
     bad = [a for a in args.arm_list if a not in ARMS] + [n for n in args.n_list if not 1 <= n <= len(FEW_SHOT)]
     if bad:
@@ -104,7 +112,7 @@ def train_arm(name: str, source: str | None, cases, labels, targets, steps: int,
 
     if reg.versions(name):
         return reg.load(name)[0]
-    base = None if source else default_card(name, labels, size=args.size, spacing_mm=(args.spacing,) * 3,
+    base = None if source else default_card(name, labels, size=args.size, spacing_mm=args.spacing_mm,
                                             ptv_margin_mm=0.0)
     t0 = time.time()
     card = finetune(source, cases, name, registry=reg, labels=labels if not source else None, targets=targets,
