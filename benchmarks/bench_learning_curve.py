@@ -70,7 +70,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                          "LR); arms already in --out are kept, so use a new --out to compare settings")
     ap.add_argument("--size", default="small", help="network size of from-scratch arms: small, large, auto")
     ap.add_argument("--spacing", default="4", help="model voxel size in mm: one number (isotropic) or x,y,z "
-                    "(e.g. 3.906,3.906,2.5, site A's median spacing, the nnU-Net 3d_fullres rule)")
+                    "(e.g. 3.906,3.906,2.5), or median: the site-A cases' median spacing, nnU-Net's 3d_fullres rule")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -82,13 +82,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.source_steps, args.target_steps, args.steps_per_epoch, args.plateau_factor = 4, 2, 2, 2.0
         args.spacing = "8"
     args.n_list = [int(x) for x in args.ns.split(",") if x.strip()]
-    try:
-        sp = [float(x) for x in args.spacing.split(",")]
-    except ValueError:
-        sp = []
-    if len(sp) not in (1, 3) or not all(0 < v < 50 for v in sp):
-        ap.error(f"--spacing {args.spacing!r} must be one or three voxel sizes in mm (x,y,z), each in (0, 50)")
-    args.spacing_mm = tuple(sp * 3 if len(sp) == 1 else sp)
+    from cervixtl.errors import BadInput
+    from cervixtl.training import model_spacing
+
+    try:  # 'median' is resolved from the source cases in run_design
+        args.spacing_mm = None if args.spacing.strip().lower() == "median" else model_spacing(args.spacing)
+    except BadInput as exc:
+        ap.error(str(exc))
     args.arm_list = [a for a in args.arms.split(",") if a.strip()]
     bad = [a for a in args.arm_list if a not in ARMS] + [n for n in args.n_list if not 1 <= n <= len(FEW_SHOT)]
     if bad:
@@ -165,8 +165,13 @@ def run_design(args: argparse.Namespace) -> dict:
     reg = Registry(Path(args.out) / "models")
     held = [load_case(c, data) for c in HELD_OUT[: args.held_out]]
     monitor = held[: args.monitor]
-    src = train_arm("lc-S", None, [load_case(c, data) for c in SITE_A[: args.source_cases]], list(ORGANS), None,
-                    args.source_steps, args.lr_scratch, reg, monitor, args)
+    source_cases = [load_case(c, data) for c in SITE_A[: args.source_cases]]
+    if args.spacing_mm is None:
+        from cervixtl.training import model_spacing
+
+        args.spacing_mm = model_spacing("median", [c[1].spacing for c in source_cases])
+    src = train_arm("lc-S", None, source_cases, list(ORGANS), None, args.source_steps, args.lr_scratch, reg,
+                    monitor, args)
     pool = [load_case(c, data) for c in FEW_SHOT]
     budgets = {"T": args.target_steps, "ST": args.target_steps,
                "T_plateau": int(args.plateau_factor * args.target_steps),

@@ -215,6 +215,39 @@ def test_bad_settings():
         TrainConfig(val_fraction=1.0).check()
 
 
+def test_model_spacing_median_and_bad_values():
+    from cervixtl.training import model_spacing
+
+    assert model_spacing(None) is None
+    assert model_spacing("4") == (4.0, 4.0, 4.0) and model_spacing(3) == (3.0, 3.0, 3.0)
+    assert model_spacing("3.906,3.906,2.5") == (3.906, 3.906, 2.5) and model_spacing([1, 2, 3]) == (1.0, 2.0, 3.0)
+    # per-axis median (x, y, z), not the median of all numbers: z of the three cases is 2.5, 3, 5 mm
+    spacings = [(3.906, 3.906, 2.5), (4.688, 4.688, 3.0), (3.5, 3.5, 5.0)]
+    assert model_spacing("median", spacings) == (3.906, 3.906, 3.0)
+    assert model_spacing(" Median ", spacings[:2]) == (4.297, 4.297, 2.75)
+    for bad in ("1,2", "a,b,c", "0", "0.1", "30", "nan", [4, 4], "", "median"):
+        with pytest.raises(BadInput, match="spacing"):
+            model_spacing(bad)
+
+
+def test_finetune_cases_spacing_sets_the_card_and_is_refused_for_a_source(tmp_path, cases):
+    from cervixtl.api.training import finetune_cases
+    from cervixtl.cases import CaseLibrary
+
+    with pytest.raises(BadInput, match="from scratch only"):
+        finetune_cases("some-source", "all", "m", spacing="3", cases_dir=tmp_path / "none")
+    lib = CaseLibrary(tmp_path / "cases")
+    for _cid, ct, seg in cases[:2]:
+        lib.add(ct, seg, site="A")
+    kw = dict(models_dir=tmp_path / "models", cases_dir=tmp_path / "cases", labels=["CTV", "Bladder"], size="small",
+              epochs=1, steps_per_epoch=1, batch_size=1, device="cpu", val_fraction=0.5)
+    with pytest.raises(BadInput, match="spacing"):
+        finetune_cases(None, "all", "m", spacing="1,2", **kw)
+    out = finetune_cases(None, "all", "m", spacing="9,9,12", **kw)
+    card = Registry(tmp_path / "models").load(out["model"])[0]
+    assert card.spacing_mm == (9.0, 9.0, 12.0)
+
+
 @pytest.mark.slow
 def test_cli_finetune_from_case_library(tmp_path, cases):
     from cervixtl.cases import CaseLibrary

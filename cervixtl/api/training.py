@@ -20,6 +20,7 @@ DEFAULT_EPOCHS = 20
 
 def finetune_cases(source: str | None, cases: str, name: str, *, labels: Sequence[str] | None = None,
                    targets: Sequence[str] | None = None, size: str = "auto",
+                   spacing: str | float | Sequence[float] | None = None,
                    activate: bool = False, resume: bool = False, models_dir: str | os.PathLike | None = None,
                    cases_dir: str | os.PathLike | None = None, progress: Progress | None = None,
                    **settings: Any) -> dict[str, Any]:
@@ -32,6 +33,9 @@ def finetune_cases(source: str | None, cases: str, name: str, *, labels: Sequenc
         targets: new target structures added as independent sigmoid channels beside the source's softmax
             organs (e.g. GTV, CTV, PTV on a TotalSegmentator source).
         size: from-scratch network: ``small`` (CPU, demo), ``large`` (GPU) or ``auto`` (large with CUDA).
+        spacing: from-scratch model voxel size (x, y, z mm; :func:`cervixtl.training.model_spacing`): one or
+            three numbers, ``"median"`` (the training CTs' median spacing, as nnU-Net's 3d_fullres), or None
+            (4 mm isotropic). A fine-tuned model keeps its source's voxel size.
         settings: :class:`cervixtl.training.TrainConfig` fields (epochs, minutes, steps_per_epoch, max_steps,
             batch_size, lr, freeze, val_fraction, patience, focal, batch_dice, augment, seed, device, threads,
             select, head_warmup_fraction); ``lr`` None: 2e-3 from scratch, 5e-4 fine-tuning; no epochs and no
@@ -48,9 +52,19 @@ def finetune_cases(source: str | None, cases: str, name: str, *, labels: Sequenc
     """
     from ..cases import load_cases
     from ..models.registry import Registry
-    from ..training import DEFAULT_LABELS, TrainConfig, card_summary, default_card, finetune, is_lead_process
+    from ..training import (
+        DEFAULT_LABELS,
+        TrainConfig,
+        card_summary,
+        default_card,
+        finetune,
+        is_lead_process,
+        model_spacing,
+    )
 
     scratch = source is None or source.strip().lower() == "none"
+    if spacing is not None and not scratch:
+        raise BadInput(f"--spacing applies to training from scratch only; fine-tuning {source} keeps its voxel size")
     if settings.get("lr") is None:
         settings["lr"] = LR_SCRATCH if scratch else LR_FINETUNE
     if settings.get("head_warmup_fraction") is None:
@@ -60,7 +74,9 @@ def finetune_cases(source: str | None, cases: str, name: str, *, labels: Sequenc
     cfg = TrainConfig(**settings)
     cfg.check()
     loaded = load_cases(cases, cases_dir)
-    base = default_card(name, list(labels or DEFAULT_LABELS), size=size) if scratch else None
+    sp = model_spacing(spacing, [c.ct.spacing for c in loaded]) if scratch else None
+    base = default_card(name, list(labels or DEFAULT_LABELS), size=size,
+                        **({"spacing_mm": sp} if sp else {})) if scratch else None
     card = finetune(None if scratch else source, [(c.id, c.ct, c.final) for c in loaded], name, config=cfg,
                     registry=Registry(models_dir), labels=labels, targets=targets, base_card=base,
                     sites=[str(c.info.get("site") or "") for c in loaded], activate=activate, resume=resume,

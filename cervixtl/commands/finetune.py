@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the state with the best smoothed validation Dice (ema) or the final state")
     p.add_argument("--size", choices=("small", "large", "auto"), default="auto",
                    help="from-scratch network: small (CPU, demo), large (GPU), auto (large with CUDA)")
+    p.add_argument("--spacing", default=None,
+                   help="from-scratch model voxel size in mm: one number, x,y,z, or 'median' (the training CTs' "
+                   "median spacing, as nnU-Net); default 4 mm isotropic")
     lim = p.add_mutually_exclusive_group()
     lim.add_argument("--epochs", type=int, default=None, help="number of epochs (default 20)")
     lim.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes; also sets the "
@@ -72,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     with cancel_on_signals(progress):
         rep = finetune_cases(
             args.source, args.cases, args.name, labels=parse_name_list(args.labels),
-            targets=parse_name_list(args.targets), size=args.size, activate=args.activate, resume=args.resume,
-            models_dir=args.models_dir, cases_dir=args.cases_dir, progress=progress,
+            targets=parse_name_list(args.targets), size=args.size, spacing=args.spacing, activate=args.activate,
+            resume=args.resume, models_dir=args.models_dir, cases_dir=args.cases_dir, progress=progress,
             epochs=args.epochs, minutes=args.minutes, steps_per_epoch=args.steps_per_epoch,
             max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, freeze=args.freeze,
             val_fraction=args.val_fraction, patience=args.patience, focal=args.focal, batch_dice=args.batch_dice,

@@ -28,6 +28,7 @@ from .finetune import (
                        default_card,
                        derive_card,
                        finetune,
+                       model_spacing,
                        output_channel_map,
                        with_sigmoid_targets,
 )
@@ -41,6 +42,6 @@ __all__ = ["TrainConfig", "TrainResult", "PreparedCase", "prepare_case", "sample
            "Augmenter", "DEFAULT_AUGMENTATION", "lr_swap_pairs", "foreground_masks", "output_channel_map",
            "make_loss", "SegLoss", "OutputGroups", "output_groups", "validate", "EmaSelector", "train",
            "finetune", "default_card", "derive_card", "with_sigmoid_targets", "check_labels_contoured", "SIZES",
-           "split_cases", "card_summary", "is_lead_process", "DEFAULT_LABELS", "UNKNOWN", "forward_order",
+           "model_spacing", "split_cases", "card_summary", "is_lead_process", "DEFAULT_LABELS", "UNKNOWN", "forward_order",
            "freeze", "freeze_norm_stats", "lr_factor", "steps_for_budget", "CHECKPOINT_FILE", "save_checkpoint",
            "load_checkpoint"]

@@ -43,7 +43,7 @@ from .freezing import freeze
 from .loop import CHECKPOINT_FILE, train
 
 __all__ = ["default_card", "derive_card", "with_sigmoid_targets", "output_channel_map", "finetune",
-           "card_summary", "SIZES", "check_labels_contoured"]
+           "card_summary", "SIZES", "check_labels_contoured", "model_spacing"]
 
 #: From-scratch network sizes: SegResNet init_filters and patch (z, y, x voxels).
 SIZES = {"small": {"init_filters": 8, "patch_size": (32, 64, 64)},
@@ -65,6 +65,45 @@ def default_card(name: str, labels: Sequence[str] = DEFAULT_LABELS, *, size: str
                             "ptv_margin_mm": 7.0}
     args.update(kw)
     return segresnet_card(name, list(labels), **args)
+
+
+#: Model voxel sizes accepted for a from-scratch card, mm: below 0.5 mm a whole CT no longer fits in memory,
+#: above 20 mm the organs are a few voxels wide.
+SPACING_RANGE_MM = (0.5, 20.0)
+
+
+def model_spacing(spec: str | float | Sequence[float] | None,
+                  case_spacings: Sequence[Sequence[float]] = ()) -> tuple[float, float, float] | None:
+    """Voxel size (x, y, z mm) of a from-scratch model from ``spec``.
+
+    ``spec``: None (the card default, 4 mm isotropic: returns None); one number (isotropic); three numbers
+    (x, y, z); text of either (``"4"``, ``"3.906,3.906,2.5"``); or ``"median"``: per axis, the median of
+    ``case_spacings`` (each (x, y, z) mm; the training CTs'), nnU-Net's 3d_fullres target spacing.
+
+    Raises:
+        BadInput: unparsable text, not 1 or 3 numbers, a size outside :data:`SPACING_RANGE_MM`, or
+        ``"median"`` without cases.
+    """
+    if spec is None:
+        return None
+    lo, hi = SPACING_RANGE_MM
+    parts: list[Any]
+    if isinstance(spec, str) and spec.strip().lower() == "median":
+        if not case_spacings:
+            raise BadInput("spacing 'median' needs training cases to take the median of")
+        parts = [round(float(v), 4) for v in np.median(np.asarray(case_spacings, float), axis=0)]
+    elif isinstance(spec, str):
+        parts = spec.split(",")
+    else:
+        parts = list(spec) if isinstance(spec, Sequence) else [spec]
+    try:
+        vals = [float(v) for v in parts]
+    except (TypeError, ValueError):
+        vals = []
+    if len(vals) not in (1, 3) or not all(lo <= v <= hi for v in vals):
+        raise BadInput(f"spacing {spec!r} must be 'median', one voxel size or three (x,y,z), each "
+                       f"{lo:g}-{hi:g} mm")
+    return (vals[0],) * 3 if len(vals) == 1 else (vals[0], vals[1], vals[2])
 
 
 def output_channel_map(source_card: Any, new_card: Any) -> dict[int, int]:
