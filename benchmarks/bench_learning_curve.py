@@ -85,8 +85,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     from cervixtl.errors import BadInput
     from cervixtl.training import model_spacing
 
-    try:  # 'median' is resolved from the source cases in run_design
-        args.spacing_mm = None if args.spacing.strip().lower() == "median" else model_spacing(args.spacing)
+    try:  # checked here; run_design resolves it ('median': of the source cases)
+        model_spacing(args.spacing, [(4.0, 4.0, 4.0)])
     except BadInput as exc:
         ap.error(str(exc))
     args.arm_list = [a for a in args.arms.split(",") if a.strip()]
@@ -160,16 +160,14 @@ def plateau(card) -> dict[str, float | None]:
 
 def run_design(args: argparse.Namespace) -> dict:
     from cervixtl.models.registry import Registry
+    from cervixtl.training import model_spacing
 
     data = Path(args.data)
     reg = Registry(Path(args.out) / "models")
     held = [load_case(c, data) for c in HELD_OUT[: args.held_out]]
     monitor = held[: args.monitor]
     source_cases = [load_case(c, data) for c in SITE_A[: args.source_cases]]
-    if args.spacing_mm is None:
-        from cervixtl.training import model_spacing
-
-        args.spacing_mm = model_spacing("median", [c[1].spacing for c in source_cases])
+    args.spacing_mm = model_spacing(args.spacing, [c[1].spacing for c in source_cases])
     src = train_arm("lc-S", None, source_cases, list(ORGANS), None, args.source_steps, args.lr_scratch, reg,
                     monitor, args)
     pool = [load_case(c, data) for c in FEW_SHOT]

@@ -74,9 +74,10 @@ def finetune_cases(source: str | None, cases: str, name: str, *, labels: Sequenc
     cfg = TrainConfig(**settings)
     cfg.check()
     loaded = load_cases(cases, cases_dir)
-    sp = model_spacing(spacing, [c.ct.spacing for c in loaded]) if scratch else None
-    base = default_card(name, list(labels or DEFAULT_LABELS), size=size,
-                        **({"spacing_mm": sp} if sp else {})) if scratch else None
+    base = None
+    if scratch:
+        sp = model_spacing(spacing, [c.ct.spacing for c in loaded])
+        base = default_card(name, list(labels or DEFAULT_LABELS), size=size, **({"spacing_mm": sp} if sp else {}))
     card = finetune(None if scratch else source, [(c.id, c.ct, c.final) for c in loaded], name, config=cfg,
                     registry=Registry(models_dir), labels=labels, targets=targets, base_card=base,
                     sites=[str(c.info.get("site") or "") for c in loaded], activate=activate, resume=resume,
