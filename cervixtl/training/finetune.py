@@ -285,24 +285,17 @@ def finetune(source: str | None, cases: Sequence[tuple[str, Image, Segmentation]
         torch.set_num_threads(int(config.threads))
     version = reg.next_version(name)
     torch.manual_seed(config.seed)
-    if val_cases is not None:  # an explicit monitoring set: every case trains
-        tr_ids, va_ids = [c[0] for c in cases], [c[0] for c in val_cases]
-        cases = list(cases) + [c for c in val_cases if c[0] not in set(tr_ids)]
-    else:
-        tr_ids, va_ids = split_cases([c[0] for c in cases], config.val_fraction, config.seed)
+    cases, tr_ids, va_ids = _split(cases, val_cases, config)
+    train_cases = [c for c in cases if c[0] in set(tr_ids)]
     card, net, report, parent, derivation = _build(source, reg, name, version, labels, targets, config,
-                                                   base_card, [c for c in cases if c[0] in set(tr_ids)])
-    uncontoured = check_labels_contoured(card.label_names, [c for c in cases if c[0] in set(tr_ids)])
+                                                   base_card, train_cases)
+    uncontoured = check_labels_contoured(card.label_names, train_cases)
     if uncontoured:
         progress("prepare", 0.0, f"no training case contours {', '.join(uncontoured)}: left out of the loss",
                  warning=f"uncontoured labels: {', '.join(uncontoured)}")
     frozen = freeze(net, config.freeze, card.patch_size)
     prepared = _prepare(cases, card, progress)
-    work = _work_folder(reg, name, checkpoint_dir)
-    if is_lead_process():  # under torchrun rank 0 alone writes (and clears) the checkpoint
-        work.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            (work / CHECKPOINT_FILE).unlink(missing_ok=True)
+    work = _work_folder(reg, name, checkpoint_dir, resume)
     new_params = None if parent is None else [n for n in report["reinitialised_names"]
                                               if n in dict(net.named_parameters())]
     res = train(net, card, [prepared[i] for i in tr_ids], [prepared[i] for i in va_ids], config,
@@ -316,17 +309,37 @@ def finetune(source: str | None, cases: Sequence[tuple[str, Image, Segmentation]
     return new
 
 
-def _work_folder(reg: Any, name: str, checkpoint_dir: Any) -> Path:
+def _split(cases: Sequence[tuple[str, Image, Segmentation]],
+           val_cases: Sequence[tuple[str, Image, Segmentation]] | None,
+           config: TrainConfig) -> tuple[list[tuple[str, Image, Segmentation]], list[str], list[str]]:
+    """(all cases, training ids, validation ids): with explicit ``val_cases`` (a fixed monitoring set) every
+    one of ``cases`` trains and the monitoring cases are added; else ``config.val_fraction`` of ``cases`` is
+    drawn for validation (:func:`cervixtl.splits.split_cases`, seeded by ``config.seed``)."""
+    if val_cases is None:
+        tr_ids, va_ids = split_cases([c[0] for c in cases], config.val_fraction, config.seed)
+        return list(cases), tr_ids, va_ids
+    tr_ids, va_ids = [c[0] for c in cases], [c[0] for c in val_cases]
+    return list(cases) + [c for c in val_cases if c[0] not in set(tr_ids)], tr_ids, va_ids
+
+
+def _work_folder(reg: Any, name: str, checkpoint_dir: Any, resume: bool) -> Path:
     """The run's checkpoint folder: ``checkpoint_dir``, else one that no concurrent run of ``name`` uses
-    (:meth:`~cervixtl.models.registry.Registry.work_dir`). Under torchrun the ranks other than 0 only read
-    rank 0's default folder (on ``resume``) and claim none."""
+    (:meth:`~cervixtl.models.registry.Registry.work_dir`). Rank 0 (or a single process) creates it and, unless
+    ``resume``, clears an old checkpoint; under torchrun the other ranks only read rank 0's default folder (on
+    ``resume``) and claim none."""
     if checkpoint_dir:
-        return Path(checkpoint_dir)
-    if not is_lead_process():
+        work = Path(checkpoint_dir)
+    elif not is_lead_process():
         from ..models.registry import WORK_DIR
 
         return Path(reg.root) / WORK_DIR / name
-    return Path(reg.work_dir(name))
+    else:
+        work = Path(reg.work_dir(name))
+    if is_lead_process():
+        work.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (work / CHECKPOINT_FILE).unlink(missing_ok=True)
+    return work
 
 
 def _build(source: Any, reg: Any, name: str, version: str, labels: Any, targets: Any, config: TrainConfig,
