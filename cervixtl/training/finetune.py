@@ -286,7 +286,8 @@ def finetune(source: str | None, cases: Sequence[tuple[str, Image, Segmentation]
     version = reg.next_version(name)
     torch.manual_seed(config.seed)
     cases, tr_ids, va_ids = _split(cases, val_cases, config)
-    train_cases = [c for c in cases if c[0] in set(tr_ids)]
+    training = set(tr_ids)
+    train_cases = [c for c in cases if c[0] in training]
     card, net, report, parent, derivation = _build(source, reg, name, version, labels, targets, config,
                                                    base_card, train_cases)
     uncontoured = check_labels_contoured(card.label_names, train_cases)
@@ -319,7 +320,8 @@ def _split(cases: Sequence[tuple[str, Image, Segmentation]],
         tr_ids, va_ids = split_cases([c[0] for c in cases], config.val_fraction, config.seed)
         return list(cases), tr_ids, va_ids
     tr_ids, va_ids = [c[0] for c in cases], [c[0] for c in val_cases]
-    return list(cases) + [c for c in val_cases if c[0] not in set(tr_ids)], tr_ids, va_ids
+    training = set(tr_ids)
+    return list(cases) + [c for c in val_cases if c[0] not in training], tr_ids, va_ids
 
 
 def _work_folder(reg: Any, name: str, checkpoint_dir: Any, resume: bool) -> Path:
@@ -327,18 +329,14 @@ def _work_folder(reg: Any, name: str, checkpoint_dir: Any, resume: bool) -> Path
     (:meth:`~cervixtl.models.registry.Registry.work_dir`). Rank 0 (or a single process) creates it and, unless
     ``resume``, clears an old checkpoint; under torchrun the other ranks only read rank 0's default folder (on
     ``resume``) and claim none."""
-    if checkpoint_dir:
-        work = Path(checkpoint_dir)
-    elif not is_lead_process():
+    if not is_lead_process():
         from ..models.registry import WORK_DIR
 
-        return Path(reg.root) / WORK_DIR / name
-    else:
-        work = Path(reg.work_dir(name))
-    if is_lead_process():
-        work.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            (work / CHECKPOINT_FILE).unlink(missing_ok=True)
+        return Path(checkpoint_dir) if checkpoint_dir else Path(reg.root) / WORK_DIR / name
+    work = Path(checkpoint_dir) if checkpoint_dir else Path(reg.work_dir(name))
+    work.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (work / CHECKPOINT_FILE).unlink(missing_ok=True)
     return work
 
 
