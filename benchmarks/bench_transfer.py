@@ -49,6 +49,57 @@ def _fmt(x: object) -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3f}"
 
 
+def _train_arm(args: argparse.Namespace, reg, start: str | None, card_src, cases: list, name: str, epochs: int,
+               protocol: dict):
+    """Model_T (``start`` None: from scratch, Model_S's labels, spacing and patch) or Model_ST (fine-tune
+    ``start``; the PTV is added as its own output when the source has none) on ``cases`` for ``epochs``."""
+    from cervixtl.training import TrainConfig, default_card, finetune
+
+    common = dict(epochs=epochs, steps_per_epoch=args.steps_per_epoch, patience=args.patience, seed=args.seed,
+                  device=args.device, val_fraction=0.2)
+    if start is None:
+        return finetune(None, cases, name, registry=reg, labels=LABELS, sites=["B"], protocol=protocol,
+                        config=TrainConfig(lr=args.lr_scratch, **common),
+                        base_card=default_card(name, LABELS, spacing_mm=card_src.spacing_mm,
+                                               patch_size=card_src.patch_size))
+    return finetune(start, cases, name, registry=reg, sites=["B"], protocol=protocol,
+                    targets=None if card_src.label("PTV") else ["PTV"],
+                    config=TrainConfig(lr=args.lr_finetune, freeze=args.freeze, **common))
+
+
+def _run_summary(n: int, results: dict, groups: dict, specs: dict, cards: dict, secs: dict, out: Path) -> dict:
+    """Per-n record: steps, seconds, mean Dice per model, p values of ST against every other arm, and the
+    held-out cases whose CTV Model_ST gets worse than Model_T. ``results[folder]`` compared ``groups[folder]``
+    (arm names; ``specs`` maps them to registry specs); each comparison is written to ``out / folder``."""
+    from cervixtl.compare import write_outputs
+
+    dice, p, files, ctv = {}, {}, {}, {}
+    for folder, res in results.items():
+        dice.update({m: {s: res["summary"][m][s]["dice"]["mean"] for s in STRUCTS} for m in res["models"]})
+        tests = {(t["a"], t["b"], t["structure"]): t["p_value"] for t in res["tests"] if t["metric"] == "dice"}
+        for arm in groups[folder]:
+            if arm != "ST":
+                p[f"p_ST_vs_{arm}"] = {s: tests[(specs[arm], specs["ST"], s)] for s in STRUCTS}
+        ctv.update({(r["model"], r["case"]): r["dice"] for r in res["rows"] if r["structure"] == "CTV"})
+        files[folder] = {k: str(v) for k, v in write_outputs(res, out / folder).items()}
+    losing = sorted({c for (m, c), d in ctv.items() if m == specs["ST"] and d < ctv[(specs["T"], c)]})
+    return {"n": n, "steps_to_best": {a: c.training["best_step"] for a, c in cards.items()},
+            "steps": {a: c.training["steps"] for a, c in cards.items()}, "train_seconds": secs,
+            "models": specs, "mean_dice": dice, **p, "ctv_cases_where_ST_loses_to_T": losing, "files": files}
+
+
+def _print_run(run: dict, specs: dict) -> None:
+    print(f"\nn={run['n']} mean Dice     " + "".join(f"{s:>15}" for s in STRUCTS))
+    for arm, m in specs.items():
+        print(f"{'Model_' + arm:<18}" + "".join(f"{_fmt(run['mean_dice'][m][s]):>15}" for s in STRUCTS))
+    for arm in specs:
+        if arm != "ST":
+            print(f"{'p ST vs ' + arm:<18}" + "".join(f"{_fmt(run[f'p_ST_vs_{arm}'][s]):>15}" for s in STRUCTS))
+    steps = ", ".join(f"Model_{a} {b}" for a, b in run["steps_to_best"].items())
+    print(f"steps to best validation Dice: {steps}; CTV cases where ST < T: "
+          f"{', '.join(run['ctv_cases_where_ST_loses_to_T']) or 'none'}\n", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", default=None, help="an existing Model_S (registry spec or package folder) "
@@ -58,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--held-out", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=12, help="epochs for Model_T and Model_ST")
     ap.add_argument("--steps-per-epoch", type=int, default=40)
+    ap.add_argument("--source-epochs", type=int, default=0, help="epochs for a Model_S trained here "
+                    "(0: --epochs)")
+    ap.add_argument("--plateau-factor", type=int, default=0, help="also train Model_T with this many times "
+                    "--epochs (T_plateau: Model_T to its own plateau); 0: not run")
     ap.add_argument("--patience", type=int, default=0, help="0: the whole schedule")
     ap.add_argument("--freeze", default="none", help="Model_ST freezing: none, encoder, all-but-last-N")
     ap.add_argument("--lr-scratch", type=float, default=2e-3)
@@ -71,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.n_target, args.held_out, args.epochs, args.steps_per_epoch, args.source_cases = "2", 2, 1, 2, 2
 
-    from cervixtl.compare import compare_models, format_table, write_outputs
+    from cervixtl.compare import compare_models, format_table
     from cervixtl.models.registry import Registry
     from cervixtl.phantom import site
     from cervixtl.progress import Progress
@@ -90,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         reg = Registry(Path(tmp) / "models")
         src = args.source
         if src is None:
-            cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, patience=args.patience,
+            cfg = TrainConfig(epochs=args.source_epochs or args.epochs, steps_per_epoch=args.steps_per_epoch, patience=args.patience,
                               lr=args.lr_scratch, seed=args.seed, device=args.device)
             card_s = finetune(None, phantoms("A", range(1000, 1000 + args.source_cases)), "bench-S", config=cfg,
                               registry=reg, labels=LABELS, sites=["A"],
@@ -99,50 +154,28 @@ def main(argv: list[str] | None = None) -> int:
         card_src, _ = reg.load(src)
         print(f"Model_S = {card_src.spec} ({card_src.derivation[:100]})", flush=True)
         for n in ns:
-            cases = pool[:n]
-            common = dict(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, patience=args.patience,
-                          seed=args.seed, device=args.device, val_fraction=0.2)
-            t0 = time.time()
-            card_t = finetune(None, cases, f"bench-T{n}", registry=reg, labels=LABELS, sites=["B"],
-                              config=TrainConfig(lr=args.lr_scratch, **common), protocol=proto_b,
-                              base_card=default_card(f"bench-T{n}", LABELS, spacing_mm=card_src.spacing_mm,
-                                                     patch_size=card_src.patch_size))
-            t_t = time.time() - t0
-            t0 = time.time()
-            card_st = finetune(src, cases, f"bench-ST{n}", registry=reg, sites=["B"], protocol=proto_b,
-                               targets=None if card_src.label("PTV") else ["PTV"],  # PTV as its own output
-                               config=TrainConfig(lr=args.lr_finetune, freeze=args.freeze, **common))
-            t_st = time.time() - t0
-            print(f"n={n}: Model_T best val Dice {card_t.training['val_mean_dice']} at step "
-                  f"{card_t.training['best_step']}/{card_t.training['steps']} ({t_t:.0f} s); Model_ST "
-                  f"{card_st.training['val_mean_dice']} at step {card_st.training['best_step']}/"
-                  f"{card_st.training['steps']} ({t_st:.0f} s)", flush=True)
-            res = compare_models([src, card_t.spec, card_st.spec], held, registry=reg, device=args.device,
-                                 structures=list(STRUCTS), progress=Progress("none"))
-            paths = write_outputs(res, out / f"n{n}")
-            print(format_table(res))
-            dice = {m: {s: res["summary"][m][s]["dice"]["mean"] for s in STRUCTS} for m in res["models"]}
-            tests = {(t["a"], t["b"], t["structure"]): t for t in res["tests"] if t["metric"] == "dice"}
-            s_spec, t_spec, st_spec = res["models"]
-            losing = sorted({r["case"] for r in res["rows"] if r["model"] == st_spec and r["structure"] == "CTV"
-                             and r["dice"] < next(x["dice"] for x in res["rows"] if x["model"] == t_spec
-                                                  and x["case"] == r["case"] and x["structure"] == "CTV")})
-            run = {"n": n, "steps_to_best": {"T": card_t.training["best_step"], "ST": card_st.training["best_step"]},
-                   "steps": {"T": card_t.training["steps"], "ST": card_st.training["steps"]},
-                   "train_seconds": {"T": round(t_t), "ST": round(t_st)}, "mean_dice": dice,
-                   "p_ST_vs_T": {s: tests[(t_spec, st_spec, s)]["p_value"] for s in STRUCTS},
-                   "p_ST_vs_S": {s: tests[(s_spec, st_spec, s)]["p_value"] for s in STRUCTS},
-                   "ctv_cases_where_ST_loses_to_T": losing, "files": {k: str(v) for k, v in paths.items()}}
-            summary["runs"].append(run)
-            print(f"\nn={n} mean Dice   " + "".join(f"{s:>15}" for s in STRUCTS))
-            for label, m in (("Model_S", s_spec), ("Model_T", t_spec), ("Model_ST", st_spec)):
-                print(f"{label:<16}" + "".join(f"{_fmt(dice[m][s]):>15}" for s in STRUCTS))
-            print(f"{'p ST vs T':<16}" + "".join(f"{_fmt(run['p_ST_vs_T'][s]):>15}" for s in STRUCTS))
-            print(f"{'p ST vs S':<16}" + "".join(f"{_fmt(run['p_ST_vs_S'][s]):>15}" for s in STRUCTS))
-            ratio = run["steps_to_best"]["ST"] / max(1, run["steps_to_best"]["T"])
-            print(f"steps to best validation Dice: Model_T {run['steps_to_best']['T']}, Model_ST "
-                  f"{run['steps_to_best']['ST']} (ratio ST/T {ratio:.2f}); CTV cases where ST < T: "
-                  f"{', '.join(losing) or 'none'}\n", flush=True)
+            arms = {"T": (None, args.epochs), "ST": (src, args.epochs)}
+            if args.plateau_factor > 1:  # Model_T with several times the steps: its own plateau
+                arms["T_plateau"] = (None, args.epochs * args.plateau_factor)
+            cards, secs = {}, {}
+            for arm, (start, epochs) in arms.items():
+                t0 = time.time()
+                cards[arm] = _train_arm(args, reg, start, card_src, pool[:n], f"bench-{arm.replace('_plateau', 'p')}{n}",
+                                        epochs, proto_b)
+                secs[arm] = round(time.time() - t0)
+                tr = cards[arm].training
+                print(f"n={n}: {arm} best val Dice {tr['val_mean_dice']} at step {tr['best_step']}/{tr['steps']} "
+                      f"({secs[arm]} s)", flush=True)
+            # compare_models takes 3 models at most: S, T, ST, then each further arm against ST
+            groups = {f"n{n}": ["S", "T", "ST"], **{f"n{n}-{a}": [a, "ST"] for a in cards if a not in ("T", "ST")}}
+            specs = {"S": card_src.spec, **{a: c.spec for a, c in cards.items()}}
+            results = {}
+            for folder, group in groups.items():
+                results[folder] = compare_models([specs[a] for a in group], held, registry=reg, device=args.device,
+                                                 structures=list(STRUCTS), progress=Progress("none"))
+                print(format_table(results[folder]))
+            summary["runs"].append(_run_summary(n, results, groups, specs, cards, secs, out))
+            _print_run(summary["runs"][-1], specs)
     summary["seconds"] = round(time.time() - t_start)
     from cervixtl.atomic import write_json_atomic
     from cervixtl.metrics import json_safe
