@@ -145,12 +145,18 @@ def main(argv: list[str] | None = None) -> int:
         reg = Registry(Path(tmp) / "models")
         src = args.source
         if src is None:
-            cfg = TrainConfig(epochs=args.source_epochs or args.epochs, steps_per_epoch=args.steps_per_epoch, patience=args.patience,
-                              lr=args.lr_scratch, seed=args.seed, device=args.device)
+            cfg = TrainConfig(epochs=args.source_epochs or args.epochs, steps_per_epoch=args.steps_per_epoch,
+                              patience=args.patience, lr=args.lr_scratch, seed=args.seed, device=args.device)
+            t0 = time.time()
             card_s = finetune(None, phantoms("A", range(1000, 1000 + args.source_cases)), "bench-S", config=cfg,
                               registry=reg, labels=LABELS, sites=["A"],
                               base_card=default_card("bench-S", LABELS, patch_size=(32, 48, 48)))
             src = card_s.spec
+            summary["source"] = {"steps": card_s.training["steps"], "best_step": card_s.training["best_step"],
+                                 "val_mean_dice": card_s.training["val_mean_dice"],
+                                 "train_seconds": round(time.time() - t0)}
+            print(f"Model_S trained {card_s.training['steps']} steps in {summary['source']['train_seconds']} s",
+                  flush=True)
         card_src, _ = reg.load(src)
         print(f"Model_S = {card_src.spec} ({card_src.derivation[:100]})", flush=True)
         for n in ns:
@@ -168,10 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"({secs[arm]} s)", flush=True)
             # compare_models takes 3 models at most: S, T, ST, then each further arm against ST
             groups = {f"n{n}": ["S", "T", "ST"], **{f"n{n}-{a}": [a, "ST"] for a in cards if a not in ("T", "ST")}}
-            specs = {"S": card_src.spec, **{a: c.spec for a, c in cards.items()}}
+            load = {"S": src, **{a: c.spec for a, c in cards.items()}}  # --source may be a package folder
+            specs = {"S": card_src.spec, **{a: c.spec for a, c in cards.items()}}  # as compare_models names them
             results = {}
             for folder, group in groups.items():
-                results[folder] = compare_models([specs[a] for a in group], held, registry=reg, device=args.device,
+                results[folder] = compare_models([load[a] for a in group], held, registry=reg, device=args.device,
                                                  structures=list(STRUCTS), progress=Progress("none"))
                 print(format_table(results[folder]))
             summary["runs"].append(_run_summary(n, results, groups, specs, cards, secs, out))

@@ -29,13 +29,25 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_synthetic_transfer_benchmark_quick(tmp_path):
-    r = _run("bench_transfer.py", "--out", str(tmp_path))
+    r = _run("bench_transfer.py", "--out", str(tmp_path), "--source-epochs", "2", "--plateau-factor", "3")
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     (run,) = summary["runs"]
-    assert run["n"] == 2 and run["steps"] == {"T": 2, "ST": 2}
-    assert set(run["mean_dice"]) == {"bench-S@1", "bench-T2@1", "bench-ST2@1"}
-    assert (tmp_path / "n2" / "compare.csv").exists() and (tmp_path / "n2" / "compare.png").exists()
+    assert run["n"] == 2 and run["steps"] == {"T": 2, "ST": 2, "T_plateau": 6}
+    assert set(run["mean_dice"]) == {"bench-S@1", "bench-T2@1", "bench-ST2@1", "bench-Tp2@1"}
+    assert set(run["p_ST_vs_T_plateau"]) == set(run["p_ST_vs_T"]) == set(run["p_ST_vs_S"])
+    for folder in ("n2", "n2-T_plateau"):  # S / T / ST, then T_plateau against ST
+        assert (tmp_path / folder / "compare.csv").exists() and (tmp_path / folder / "compare.png").exists()
+
+
+@pytest.mark.slow
+def test_synthetic_transfer_benchmark_from_package_folder(tmp_path):
+    """``--source`` as a model package folder (not in the benchmark's registry) is scored too."""
+    r = _run("bench_transfer.py", "--out", str(tmp_path), "--source", str(ROOT / "Resources" / "Models" / "cervixtl-demo"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    (run,) = json.loads((tmp_path / "summary.json").read_text())["runs"]
+    assert run["models"]["S"].startswith("cervixtl-demo@") and run["models"]["S"] in run["mean_dice"]
+    assert set(run["p_ST_vs_S"]) == set(run["p_ST_vs_T"])
 
 
 @pytest.mark.slow

@@ -64,7 +64,8 @@ def finetune_cases(source: str | None, cases: str, name: str, *, labels: Sequenc
 
     scratch = source is None or source.strip().lower() == "none"
     if spacing is not None and not scratch:
-        raise BadInput(f"--spacing applies to training from scratch only; fine-tuning {source} keeps its voxel size")
+        raise BadInput(f"a voxel spacing (--spacing) applies to training from scratch only; fine-tuning {source} "
+                       "keeps its voxel size")
     if settings.get("lr") is None:
         settings["lr"] = LR_SCRATCH if scratch else LR_FINETUNE
     if settings.get("head_warmup_fraction") is None:
