@@ -3,20 +3,22 @@
 Site A and site B phantoms (:mod:`cervixtl.phantom`) differ in contouring protocol (site B: larger CTV with
 the whole uterus and upper vagina, directional PTV margins) and scanner (5 mm slices, more noise, +20 HU).
 
-* Model_S: the source model, trained here on site A only (``--source-cases`` phantoms), GTV, CTV, PTV and the
-  organs as outputs (``--source SPEC`` uses an existing model instead, e.g. the bundled ``cervixtl-demo``,
+* Model_S: the source model, trained here on site A only (``--source-cases`` phantoms, ``--source-epochs``),
+  GTV, CTV, PTV and the organs as outputs (``--source SPEC`` uses an existing model instead, e.g. the bundled ``cervixtl-demo``,
   whose PTV is then the CTV plus its protocol margin).
 * Model_T: trained from scratch on ``n`` site-B cases.
 * Model_ST: Model_S fine-tuned on the same ``n`` site-B cases (``--freeze``), same step budget as Model_T.
+* T_plateau (``--plateau-factor F``): Model_T given F times the steps, so that it reaches its own plateau.
 
 The PTV is learned as its own (sigmoid) output in every trained arm, so it is an independent endpoint and not
 the CTV plus a fixed margin. Site B's scanner (calibration slope and offset, blur, noise; see
 :mod:`cervixtl.phantom`) is not one of the training augmentations.
 
-For each ``n`` in ``--n-target`` (default 5 and 10) all three are scored on ``--held-out`` (default 20) unseen
-site-B phantoms with :func:`cervixtl.compare.compare_models` (Dice, HD95, surface Dice, paired Wilcoxon),
-and the steps each trained model needed to reach its best validation Dice are printed. Everything is written
-under ``--out`` (compare.json/csv/png per n, and summary.json).
+For each ``n`` in ``--n-target`` (default 5 and 10) all arms are scored on ``--held-out`` (default 20) unseen
+site-B phantoms with :func:`cervixtl.compare.compare_models` (Dice, HD95, surface Dice, paired Wilcoxon):
+S / T / ST together, then T_plateau against ST. The steps each trained model needed to reach its best
+validation Dice are printed. Everything is written under ``--out`` (compare.json/csv/png in ``n<N>`` and
+``n<N>-T_plateau``, and summary.json).
 
     .venv/bin/python benchmarks/bench_transfer.py                     # full design (GPU recommended)
     .venv/bin/python benchmarks/bench_transfer.py --n-target 5 --held-out 10 --epochs 6 --steps-per-epoch 30

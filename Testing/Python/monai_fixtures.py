@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from shared_data import DATA
+from shared_data import DATA, need
 
 __all__ = ["NET", "wholebody_config", "make_wholebody_bundle"]
 
@@ -59,7 +59,7 @@ def make_wholebody_bundle(root: Path, seed: int = 0, *, init_filters: int = 32, 
     (root / "configs").mkdir(parents=True)
     (root / "models").mkdir()
     (root / "configs" / "inference.json").write_text(json.dumps(cfg, indent=2))
-    names = json.loads((DATA / "totalseg_example" / "labels.json").read_text())  # TotalSegmentator v1 classes
+    names = json.loads(need(DATA / "totalseg_example" / "labels.json").read_text())  # TotalSegmentator v1 classes
     channel_def = {"0": "background", **{str(k): v for k, v in names.items()}}
     meta = {"version": "0.1.9", "name": "Whole body CT segmentation",
             "network_data_format": {"outputs": {"pred": {"type": "image", "num_channels": 105,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared_data import DATA
+from shared_data import DATA, need
 
 #: TotalSegmentator v2 foreground intensity statistics are not published; plausible CT values (HU).
 CT_PROPERTIES = {"max": 3071.0, "mean": 86.7, "median": 68.0, "min": -1024.0,
@@ -29,7 +29,7 @@ CT_PROPERTIES = {"max": 3071.0, "mean": 86.7, "median": 68.0, "min": -1024.0,
 
 def total_v2_labels() -> dict[str, int]:
     """TotalSegmentator v2 ``total`` class names (from ../shared/data/totalseg_example/labels_v2.json)."""
-    names = json.loads((DATA / "totalseg_example" / "labels_v2.json").read_text())
+    names = json.loads(need(DATA / "totalseg_example" / "labels_v2.json").read_text())
     return {"background": 0, **{v: int(k) for k, v in sorted(names.items(), key=lambda kv: int(kv[0]))}}
 
 
