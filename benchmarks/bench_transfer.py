@@ -4,8 +4,8 @@ Site A and site B phantoms (:mod:`cervixtl.phantom`) differ in contouring protoc
 the whole uterus and upper vagina, directional PTV margins) and scanner (5 mm slices, more noise, +20 HU).
 
 * Model_S: the source model, trained here on site A only (``--source-cases`` phantoms, ``--source-epochs``),
-  GTV, CTV, PTV and the organs as outputs (``--source SPEC`` uses an existing model instead, e.g. the bundled ``cervixtl-demo``,
-  whose PTV is then the CTV plus its protocol margin).
+  GTV, CTV, PTV and the organs as outputs (``--source SPEC`` uses an existing model instead, e.g. the bundled
+  ``cervixtl-demo``, whose PTV is then the CTV plus its protocol margin).
 * Model_T: trained from scratch on ``n`` site-B cases.
 * Model_ST: Model_S fine-tuned on the same ``n`` site-B cases (``--freeze``), same step budget as Model_T.
 * T_plateau (``--plateau-factor F``): Model_T given F times the steps, so that it reaches its own plateau.
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             # compare_models takes 3 models at most: S, T, ST, then each further arm against ST
             groups = {f"n{n}": ["S", "T", "ST"], **{f"n{n}-{a}": [a, "ST"] for a in cards if a not in ("T", "ST")}}
             load = {"S": src, **{a: c.spec for a, c in cards.items()}}  # --source may be a package folder
-            specs = {"S": card_src.spec, **{a: c.spec for a, c in cards.items()}}  # as compare_models names them
+            specs = {**load, "S": card_src.spec}  # as compare_models names them
             results = {}
             for folder, group in groups.items():
                 results[folder] = compare_models([load[a] for a in group], held, registry=reg, device=args.device,
